@@ -1,0 +1,1 @@
+"""Pure attendance domain rules: codes, UPNs and school days (no I/O)."""
