@@ -1,0 +1,144 @@
+"""The FastAPI application every service is built with.
+
+The lifespan owns the engine and the background workers (outbox relay, consumers); health,
+readiness and metrics endpoints and problem+json errors are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from shared.db import make_engine, make_sessionmaker
+from shared.errors import PROBLEM_MEDIA_TYPE, install_problem_handlers
+from shared.observability import RequestContextMiddleware, configure_logging
+from shared.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+Worker = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclass
+class Runtime:
+    """What the lifespan builds and hands to the service's workers."""
+
+    settings: ServiceSettings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+WorkerFactory = Callable[[Runtime], Sequence[Worker]]
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": description, "content": {PROBLEM_MEDIA_TYPE: {}}}
+    for status, description in {
+        401: "Missing, expired or invalid bearer token",
+        403: "The credential does not reach this resource",
+        422: "Invalid request (problem+json listing each failing item)",
+    }.items()
+}
+
+
+async def _broker_reachable(bootstrap: str) -> bool:
+    host, _, port = bootstrap.split(",")[0].strip().rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 1.0)
+    except (OSError, TimeoutError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    return True
+
+
+def _ops_router() -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: database and broker reachable",
+        responses={503: {"description": "A dependency is unreachable"}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        runtime: Runtime = request.app.state.runtime
+        checks: dict[str, str] = {}
+        try:
+            async with runtime.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), 2.0)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+        broker_ok = await _broker_reachable(runtime.settings.kafka_bootstrap_servers)
+        checks["broker"] = "ok" if broker_ok else "unreachable"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_app(
+    *,
+    settings: ServiceSettings,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    workers: WorkerFactory,
+    openapi_tags: list[dict[str, Any]] | None = None,
+) -> FastAPI:
+    configure_logging(settings.log_level, settings.log_json)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url, settings.database_pool_size)
+        runtime = Runtime(settings=settings, engine=engine, sessionmaker=make_sessionmaker(engine))
+        app.state.runtime = runtime
+        app.state.sessionmaker = runtime.sessionmaker
+        tasks = [asyncio.create_task(worker(runtime.stop)) for worker in workers(runtime)]
+        log.info("service_started", service=settings.service_name, port=settings.port, workers=len(tasks))
+        try:
+            yield
+        finally:
+            runtime.stop.set()
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=10)
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            await engine.dispose()
+            log.info("service_stopped", service=settings.service_name)
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        openapi_tags=[*(openapi_tags or []), {"name": "operations", "description": "Health, readiness, metrics"}],
+        responses=PROBLEM_RESPONSES,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestContextMiddleware, service=settings.service_name)
+    install_problem_handlers(app)
+    app.include_router(_ops_router())
+    for router in routers:
+        app.include_router(router)
+    return app

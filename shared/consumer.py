@@ -1,0 +1,195 @@
+"""The consumer runner: batches from Kafka, exactly-once effect, dead letters, graceful stop.
+
+For each batch the runner opens one database transaction, records the ids of the events it
+applies in `<schema>.applied_events` and calls the handler with the events not seen before; the
+Kafka offsets are committed only after that transaction commits. A redelivered event is therefore
+skipped, and a crash between the two commits replays events whose effect is already stored,
+which the id table turns into no-ops.
+
+A batch whose handler fails is retried event by event; an event that still fails (or cannot be
+parsed) goes to `<topic>.dlq` with the error and never blocks its partition. Infrastructure
+errors (database or broker away) are not the event's fault: the runner rewinds and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from shared.events import CloudEvent, dead_letter_topic, parse_event
+from shared.kafka import ensure_topics, make_producer
+from shared.observability import CONSUMED, CONSUMER_LAG
+
+log = structlog.get_logger(__name__)
+
+Handler = Callable[[AsyncSession, list[CloudEvent[Any]]], Awaitable[None]]
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    OperationalError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        *,
+        name: str,
+        schema: str,
+        topics: Sequence[str],
+        handler: Handler,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        bootstrap: str,
+        partitions: int,
+        batch_size: int = 2000,
+        batch_timeout_ms: int = 50,
+    ) -> None:
+        self.name = name
+        self.schema = schema
+        self.topics = list(topics)
+        self.handler = handler
+        self.sessionmaker = sessionmaker
+        self.bootstrap = bootstrap
+        self.partitions = partitions
+        self.batch_size = batch_size
+        self.batch_timeout_ms = batch_timeout_ms
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                await self._consume(stop)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer_error", consumer=self.name, error=repr(exc), retry_in=backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        dlq_topics = [dead_letter_topic(t) for t in self.topics]
+        await ensure_topics(self.bootstrap, self.topics + dlq_topics, self.partitions)
+        consumer = AIOKafkaConsumer(
+            *self.topics,
+            bootstrap_servers=self.bootstrap,
+            group_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+        )
+        producer = make_producer(self.bootstrap)
+        await consumer.start()
+        await producer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=250, max_records=self.batch_size)
+                if not batch:
+                    continue
+                # A transient failure escapes to run(), which restarts the consumer from the
+                # last committed offsets: the batch is read again, nothing is skipped.
+                await self._process(batch, producer)
+                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                await self._report_lag(consumer, batch)
+        finally:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]], producer) -> None:
+        events: list[tuple[ConsumerRecord, CloudEvent[Any]]] = []
+        for records in batch.values():
+            for record in records:
+                try:
+                    events.append((record, parse_event(record.value)))
+                except Exception as exc:
+                    await self._dead_letter(producer, record, exc)
+        if not events:
+            return
+        try:
+            await self._apply([e for _, e in events])
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            log.warning("batch_failed_retrying_singly", consumer=self.name, error=repr(exc))
+            for record, event in events:
+                try:
+                    await self._apply([event])
+                except Exception as single_exc:
+                    if is_transient(single_exc):
+                        raise
+                    await self._dead_letter(producer, record, single_exc)
+
+    async def _apply(self, events: list[CloudEvent[Any]]) -> None:
+        async with self.sessionmaker() as session, session.begin():
+            ids = [e.id for e in events]
+            result = await session.execute(
+                text(
+                    f'INSERT INTO "{self.schema}".applied_events (consumer, event_id) '
+                    "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING "
+                    "RETURNING event_id"
+                ),
+                {"consumer": self.name, "ids": ids},
+            )
+            fresh_ids = {row[0] for row in result}
+            fresh: list[CloudEvent[Any]] = []
+            for event in events:
+                if event.id in fresh_ids:
+                    fresh.append(event)
+                    fresh_ids.discard(event.id)  # a duplicate inside the batch counts once
+            if fresh:
+                with structlog.contextvars.bound_contextvars(consumer=self.name):
+                    await self.handler(session, fresh)
+            CONSUMED.labels(self.name, "batch", "applied").inc(len(fresh))
+            CONSUMED.labels(self.name, "batch", "duplicate").inc(len(events) - len(fresh))
+
+    async def _dead_letter(self, producer, record: ConsumerRecord, exc: BaseException) -> None:
+        headers = [
+            ("dlq.error", repr(exc)[:1000].encode()),
+            ("dlq.trace", "".join(traceback.format_exception_only(exc))[:2000].encode()),
+            ("dlq.source.topic", record.topic.encode()),
+            ("dlq.source.partition", str(record.partition).encode()),
+            ("dlq.source.offset", str(record.offset).encode()),
+            ("dlq.consumer", self.name.encode()),
+        ]
+        await producer.send_and_wait(
+            dead_letter_topic(record.topic), value=record.value, key=record.key, headers=headers
+        )
+        CONSUMED.labels(self.name, record.topic, "dead_lettered").inc()
+        log.error(
+            "event_dead_lettered",
+            consumer=self.name,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=repr(exc)[:300],
+        )
+
+    async def _report_lag(self, consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list]) -> None:
+        for tp, records in batch.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag = max(highwater - (records[-1].offset + 1), 0)
+                CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(lag)

@@ -1,0 +1,57 @@
+"""The hot-path encoder must produce what the pydantic models describe."""
+
+from datetime import UTC, date, datetime
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from shared.events import MarkAmended, MarkRecorded, encode_event, make_event, parse_event
+
+RECORDED = {
+    "urn": "100001",
+    "la_code": "801",
+    "upn": "W801200025001",
+    "date": date(2025, 11, 3),
+    "session": "AM",
+    "code": "L",
+    "sub_code": None,
+    "category": "P",
+    "possible": True,
+    "minutes_late": 12,
+    "change_version": 3,
+    "recorded_at": datetime(2025, 11, 3, 9, 40, tzinfo=UTC),
+    "link": "http://127.0.0.1:8001/v1/schools/100001/pupils/W801200025001/marks",
+}
+AMENDED = RECORDED | {
+    "code": "U",
+    "category": "UA",
+    "previous_code": "L",
+    "previous_sub_code": None,
+    "previous_category": "P",
+    "previous_possible": True,
+    "amendment_id": 9,
+}
+
+
+@pytest.mark.parametrize(("model", "fields"), [(MarkRecorded, RECORDED), (MarkAmended, AMENDED)])
+def test_fast_encoder_matches_the_model(model, fields):
+    at = datetime(2025, 11, 3, 9, 41, tzinfo=UTC)
+    fast = parse_event(encode_event("registers", model, fields, at, subject=fields["upn"]))
+    slow = parse_event(make_event("registers", model(**fields), subject=fields["upn"], time=at).model_dump_json())
+    assert fast.model_dump(exclude={"id"}) == slow.model_dump(exclude={"id"})
+    assert fast.type == model.event_type and fast.dataschema.endswith(f"{model.event_type}:v1")
+
+
+def test_parse_rejects_fields_the_model_does_not_know():
+    raw = orjson.loads(encode_event("registers", MarkRecorded, RECORDED, datetime.now(UTC)))
+    raw["data"]["pupil_name"] = "must never be on the bus"
+    with pytest.raises(ValidationError):
+        parse_event(orjson.dumps(raw))
+
+
+def test_parse_rejects_unknown_types_and_non_objects():
+    with pytest.raises(ValueError, match="unknown event type"):
+        parse_event(b'{"type": "attendance.nothing"}')
+    with pytest.raises(ValueError, match="JSON object"):
+        parse_event(b"[1, 2]")
