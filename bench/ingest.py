@@ -627,7 +627,7 @@ PROFILE_BUCKETS: list[tuple[str, tuple[str, ...]]] = [
     ("outbox relay: read + delete outbox rows", ("_publish_once>fetch", "_publish_once>execute")),
     ("outbox relay: other (gather acks, loop)", ("_publish_once", "_publish_loop")),
     ("aiokafka sender (batches, acks, futures)", ("aiokafka/",)),
-    ("mark events: build + encode per event", ("_mark_event", "encode_event", "_recorded_event", "_amended_event")),
+    ("mark events: build + encode per event", ("_MarkEvents", "EventEncoder")),
     ("register validation (register_errors)", ("register_errors",)),
     ("outbox enqueue (asyncpg encodes the payload array)", ("enqueue (shared/outbox.py)",)),
     ("record_register: SQL statements (asyncpg)", ("record_register&asyncpg/",)),
@@ -1150,8 +1150,7 @@ async def raw_kafka(
 
 def micro_costs(registers: list[Register], port: int) -> dict[str, Any]:
     """Single-thread CPU of the service's per-register Python steps, on one register of the
-    workload, in ms (best of 5). The event builder is a private function of the service; it is
-    timed when it can be found and skipped otherwise."""
+    workload, in ms (best of 5)."""
     from services.registers import schemas
     from services.registers import service as registers_service
     from services.registers.models import School
@@ -1176,22 +1175,17 @@ def micro_costs(registers: list[Register], port: int) -> dict[str, Any]:
         "register_errors_ms": timed(
             lambda: registers_service.register_errors(parsed, today, 6, 5000)  # type: ignore[attr-defined]
         ),
-        "events_ms": None,
     }
-    builder = getattr(registers_service, "_mark_event", None) or getattr(registers_service, "_recorded_event", None)
-    values_type = getattr(registers_service, "MarkValues", None)
-    if builder is not None and values_type is not None:
-        settings = RegistersSettings(port=port)
-        school = School(urn=register.urn, la_code=LA_CODE, name="x", phase="primary")
-        now = datetime.now(UTC)
-        marks = [(m.upn, values_type(m.code, m.sub_code, m.minutes_late, m.comment)) for m in parsed.marks]
+    settings = RegistersSettings(port=port)
+    school = School(urn=register.urn, la_code=LA_CODE, name="x", phase="primary")
+    marks = [(m.upn, registers_service.MarkValues(m.code, m.sub_code, m.minutes_late, m.comment)) for m in parsed.marks]
 
-        def build() -> None:
-            for version, (upn, values) in enumerate(marks, 1):
-                builder(settings, school, upn, register.date, register.session, values, version, now)
+    def build() -> None:
+        events = registers_service._MarkEvents(settings, school, register.date, register.session, datetime.now(UTC))
+        for version, (upn, values) in enumerate(marks, 1):
+            events.encode(upn, values, version)
 
-        with contextlib.suppress(Exception):  # the private signature changed: skip
-            out["events_ms"] = timed(build)
+    out["events_ms"] = timed(build)
     return out
 
 

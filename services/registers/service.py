@@ -41,12 +41,12 @@ from shared.errors import Conflict, NotFound, Problem, Unprocessable
 from shared.events import (
     MARKS_TOPIC,
     REGISTERS_TOPIC,
+    EventEncoder,
     MarkAmended,
     MarkRecorded,
     MarksPurged,
     RegisterTaken,
     SchoolUpdated,
-    encode_event,
     make_event,
 )
 
@@ -184,47 +184,48 @@ def raise_if_invalid(errors: list[dict[str, Any]], what: str) -> None:
 # ---------------------------------------------------------------- events
 
 
-def _mark_event(
-    settings: RegistersSettings,
-    school: School,
-    upn: str,
-    on: date,
-    session: str,
-    values: MarkValues,
-    version: int,
-    at: datetime,
-    previous: MarkValues | None = None,
-    amendment_id: int | None = None,
-) -> bytes:
-    """`attendance.mark.recorded` for a first mark, `attendance.mark.amended` (with the previous
-    code, so consumers apply a delta) for a change."""
-    entry = code_for(values.code, on)
-    fields: dict[str, Any] = {
-        "urn": school.urn,
-        "la_code": school.la_code,
-        "upn": upn,
-        "date": on,
-        "session": session,
-        "code": values.code,
-        "sub_code": values.sub_code,
-        "category": entry.category.value,
-        "possible": entry.possible,
-        "minutes_late": values.minutes_late,
-        "change_version": version,
-        "recorded_at": at,
-        "link": settings.link(f"/v1/schools/{school.urn}/pupils/{upn}/marks?from={on}&to={on}"),
-    }
-    if previous is None:
-        return encode_event(SOURCE, MarkRecorded, fields, at, subject=upn)
-    before = code_for(previous.code, on)
-    fields.update(
-        previous_code=previous.code,
-        previous_sub_code=previous.sub_code,
-        previous_category=before.category.value,
-        previous_possible=before.possible,
-        amendment_id=amendment_id,
-    )
-    return encode_event(SOURCE, MarkAmended, fields, at, subject=upn)
+class _MarkEvents:
+    """The mark events of one write (a register or an amendment): what every event shares is
+    built once. `attendance.mark.recorded` for a first mark; `attendance.mark.amended` (with the
+    previous code, so consumers apply a delta) for a change."""
+
+    def __init__(self, settings: RegistersSettings, school: School, on: date, session: str, at: datetime) -> None:
+        common = {"urn": school.urn, "la_code": school.la_code, "date": on, "session": session, "recorded_at": at}
+        self._encoder = EventEncoder(SOURCE, at, common)
+        self._on = on
+        self._link_head = settings.link(f"/v1/schools/{school.urn}/pupils/")
+        self._link_tail = f"/marks?from={on}&to={on}"
+
+    def encode(
+        self,
+        upn: str,
+        values: MarkValues,
+        version: int,
+        previous: MarkValues | None = None,
+        amendment_id: int | None = None,
+    ) -> bytes:
+        entry = code_for(values.code, self._on)
+        fields: dict[str, Any] = {
+            "upn": upn,
+            "code": values.code,
+            "sub_code": values.sub_code,
+            "category": entry.category.value,
+            "possible": entry.possible,
+            "minutes_late": values.minutes_late,
+            "change_version": version,
+            "link": f"{self._link_head}{upn}{self._link_tail}",
+        }
+        if previous is None:
+            return self._encoder.encode(MarkRecorded, fields, subject=upn)
+        before = code_for(previous.code, self._on)
+        fields.update(
+            previous_code=previous.code,
+            previous_sub_code=previous.sub_code,
+            previous_category=before.category.value,
+            previous_possible=before.possible,
+            amendment_id=amendment_id,
+        )
+        return self._encoder.encode(MarkAmended, fields, subject=upn)
 
 
 # ---------------------------------------------------------------- registers
@@ -315,21 +316,11 @@ async def record_register(
         amendment_ids = await _insert_register_amendments(
             conn, school.urn, register, principal, submission_id, now, amended
         )
-        messages = []
-        for (upn, values, before), version in zip(changed, versions, strict=True):
-            payload = _mark_event(
-                settings,
-                school,
-                upn,
-                register.date,
-                register.session,
-                values,
-                version,
-                now,
-                previous=before,
-                amendment_id=amendment_ids.get(upn),
-            )
-            messages.append((upn, payload))
+        events = _MarkEvents(settings, school, register.date, register.session, now)
+        messages = [
+            (upn, events.encode(upn, values, version, previous=before, amendment_id=amendment_ids.get(upn)))
+            for (upn, values, before), version in zip(changed, versions, strict=True)
+        ]
         await outbox.enqueue(session, SCHEMA, MARKS_TOPIC, messages)
 
     accepted = schemas.RegisterAccepted(
@@ -486,8 +477,8 @@ async def amend_mark(
         version,
     )
     await conn.execute(f"UPDATE {SCHEMA}.schools SET change_version = $2 WHERE urn = $1", school.urn, version)
-    payload = _mark_event(
-        settings, school, upn, on, session_name, after, version, now, previous=before, amendment_id=record.id
+    payload = _MarkEvents(settings, school, on, session_name, now).encode(
+        upn, after, version, previous=before, amendment_id=record.id
     )
     await outbox.enqueue(session, SCHEMA, MARKS_TOPIC, [(upn, payload)])
     return amendment_out(record)

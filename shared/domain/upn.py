@@ -8,6 +8,8 @@ digits of the year allocated; 11-13 serial. A permanent UPN is all digits after 
 letter; a temporary UPN ends in a letter from the check alphabet instead of the last digit.
 """
 
+import operator
+
 CHECK_ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYZ"
 """Check letters for 0..22; I, O and S are never used (nor as a temporary UPN's last letter)."""
 
@@ -43,8 +45,7 @@ def check_letter(body: str) -> str:
 
 
 def _check_letter(body: str) -> str:
-    total = sum(weight * _VALUE[c] for weight, c in zip(_WEIGHTS, body, strict=True))
-    return CHECK_ALPHABET[total % 23]
+    return CHECK_ALPHABET[sum(map(operator.mul, _WEIGHTS, map(_VALUE.__getitem__, body))) % 23]
 
 
 def upn_error(upn: str) -> str | None:

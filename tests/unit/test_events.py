@@ -1,12 +1,13 @@
 """The hot-path encoder must produce what the pydantic models describe."""
 
+import uuid
 from datetime import UTC, date, datetime
 
 import orjson
 import pytest
 from pydantic import ValidationError
 
-from shared.events import MarkAmended, MarkRecorded, encode_event, make_event, parse_event
+from shared.events import EventEncoder, MarkAmended, MarkRecorded, make_event, parse_event
 
 RECORDED = {
     "urn": "100001",
@@ -37,14 +38,27 @@ AMENDED = RECORDED | {
 @pytest.mark.parametrize(("model", "fields"), [(MarkRecorded, RECORDED), (MarkAmended, AMENDED)])
 def test_fast_encoder_matches_the_model(model, fields):
     at = datetime(2025, 11, 3, 9, 41, tzinfo=UTC)
-    fast = parse_event(encode_event("registers", model, fields, at, subject=fields["upn"]))
+    fast = parse_event(EventEncoder("registers", at).encode(model, fields, subject=fields["upn"]))
     slow = parse_event(make_event("registers", model(**fields), subject=fields["upn"], time=at).model_dump_json())
     assert fast.model_dump(exclude={"id"}) == slow.model_dump(exclude={"id"})
     assert fast.type == model.event_type and fast.dataschema.endswith(f"{model.event_type}:v1")
 
 
+def test_encoder_merges_common_fields_and_gives_every_event_its_own_uuid():
+    at = datetime(2025, 11, 3, 9, 41, tzinfo=UTC)
+    common = {k: RECORDED[k] for k in ("urn", "la_code", "date", "session", "recorded_at")}
+    per_mark = {k: v for k, v in RECORDED.items() if k not in common}
+    encoder = EventEncoder("registers", at, common)
+    events = [parse_event(encoder.encode(MarkRecorded, per_mark, subject="x")) for _ in range(3)]
+    assert all(e.data == MarkRecorded(**RECORDED) for e in events)
+    ids = [e.id for e in events]
+    assert len(set(ids)) == 3 and all(isinstance(i, uuid.UUID) and i.version == 4 for i in ids)
+    other = parse_event(EventEncoder("registers", at, common).encode(MarkRecorded, per_mark))
+    assert other.id not in ids  # a second encoder draws a fresh random prefix
+
+
 def test_parse_rejects_fields_the_model_does_not_know():
-    raw = orjson.loads(encode_event("registers", MarkRecorded, RECORDED, datetime.now(UTC)))
+    raw = orjson.loads(EventEncoder("registers", datetime.now(UTC)).encode(MarkRecorded, RECORDED))
     raw["data"]["pupil_name"] = "must never be on the bus"
     with pytest.raises(ValidationError):
         parse_event(orjson.dumps(raw))
