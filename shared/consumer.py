@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -140,7 +141,7 @@ class ConsumerRunner:
                 except Exception as single_exc:
                     if is_transient(single_exc):
                         raise
-                    await self._dead_letter(producer, record, single_exc)
+                    await self._dead_letter(producer, record, single_exc, event.id)
 
     async def _apply(self, events: list[CloudEvent[Any]]) -> None:
         async with self.sessionmaker() as session, session.begin():
@@ -160,12 +161,16 @@ class ConsumerRunner:
                     fresh.append(event)
                     fresh_ids.discard(event.id)  # a duplicate inside the batch counts once
             if fresh:
-                with structlog.contextvars.bound_contextvars(consumer=self.name):
+                # Logs inside the handler name the event when there is one (the per-event retry).
+                event_id = str(fresh[0].id) if len(fresh) == 1 else None
+                with structlog.contextvars.bound_contextvars(consumer=self.name, event_id=event_id, events=len(fresh)):
                     await self.handler(session, fresh)
             CONSUMED.labels(self.name, "batch", "applied").inc(len(fresh))
             CONSUMED.labels(self.name, "batch", "duplicate").inc(len(events) - len(fresh))
 
-    async def _dead_letter(self, producer, record: ConsumerRecord, exc: BaseException) -> None:
+    async def _dead_letter(
+        self, producer, record: ConsumerRecord, exc: BaseException, event_id: uuid.UUID | None = None
+    ) -> None:
         headers = [
             ("dlq.error", repr(exc)[:1000].encode()),
             ("dlq.trace", "".join(traceback.format_exception_only(exc))[:2000].encode()),
@@ -184,6 +189,7 @@ class ConsumerRunner:
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
+            event_id=str(event_id) if event_id else None,
             error=repr(exc)[:300],
         )
 
