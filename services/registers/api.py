@@ -14,11 +14,10 @@ from shared import idempotency
 from shared.auth import CurrentPrincipal, Principal, Role, issue_token
 from shared.db import Session
 from shared.domain.calendar import academic_year, academic_year_bounds
-from shared.domain.upn import upn_error
 from shared.errors import Problem, Unprocessable
+from shared.params import UpnPath, UrnPath, valid_upn
+from shared.time import school_today
 
-UrnPath = Annotated[str, Path(pattern=schemas.URN_PATTERN, description="School URN (6 digits)", examples=["100001"])]
-UpnPath = Annotated[str, Path(min_length=1, max_length=32, description="Pupil UPN (13 characters)")]
 SessionPath = Annotated[schemas.SessionName, Path(description="AM or PM")]
 
 router = APIRouter(prefix="/v1")
@@ -38,13 +37,6 @@ async def _school_for(session, principal: Principal, urn: str, *, write: bool = 
     school = await service.get_school(session, urn)
     principal.require_school(urn, school.la_code)
     return school
-
-
-def _valid_upn(upn: str) -> str:
-    problem = upn_error(upn)
-    if problem:
-        raise Unprocessable("invalid-upn", problem)
-    return upn
 
 
 @router.post(
@@ -140,8 +132,8 @@ async def pupil_marks(
     to_date: Annotated[date | None, Query(alias="to")] = None,
 ) -> schemas.PupilMarks:
     await _school_for(session, principal, urn)
-    _valid_upn(upn)
-    today = service.school_today()
+    valid_upn(upn)
+    today = school_today()
     start = from_date or academic_year_bounds(academic_year(today))[0]
     end = to_date or today
     if start > end:

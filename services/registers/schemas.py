@@ -11,9 +11,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 from pydantic import Strict as PydanticStrict
 
 from shared.domain.calendar import SchoolCalendar
+from shared.params import LA_CODE_PATTERN, URN_PATTERN
 
-URN_PATTERN = r"^\d{6}$"
-LA_CODE_PATTERN = r"^\d{3}$"
 Urn = Annotated[str, StringConstraints(pattern=URN_PATTERN)]
 LaCode = Annotated[str, StringConstraints(pattern=LA_CODE_PATTERN)]
 SessionName = Literal["AM", "PM"]

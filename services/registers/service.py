@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -49,16 +48,11 @@ from shared.events import (
     SchoolUpdated,
     make_event,
 )
+from shared.time import school_today
 
-LONDON = ZoneInfo("Europe/London")
 SOURCE = "registers"
 DEFAULT_AMENDMENT_REASON = "corrected in MIS"
 _SUB_CODE = re.compile(SUB_CODE_PATTERN)
-
-
-def school_today() -> date:
-    """Register dates are English school days: 'today' is today in London."""
-    return datetime.now(LONDON).date()
 
 
 def retention_cutoff(today: date, years: int) -> date:

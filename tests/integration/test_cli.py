@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from services.registers.service import retention_cutoff, school_today
+from services.registers.service import retention_cutoff
 from shared.auth import Role
 from shared.db import make_engine
 from shared.events import REGISTERS_TOPIC
+from shared.time import school_today
 from tests.conftest import OTHER_LA, TEST_JWT_SECRET, TEST_LA, read_events
 
 CLI = Path(sys.executable).parent / "attendance"

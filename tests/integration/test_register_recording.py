@@ -12,6 +12,7 @@ from services.registers import service
 from shared.auth import Role
 from shared.db import make_engine, make_sessionmaker
 from shared.events import MARKS_TOPIC, REGISTERS_TOPIC
+from shared.time import school_today
 from tests.conftest import read_events
 
 
@@ -161,7 +162,7 @@ async def test_change_feed_follows_commit_order_and_pages(registers, school, new
 
 async def test_retention_purge_deletes_old_entries_audits_and_announces(registers, school, new_upn, database_url):
     urn, upn = school["urn"], new_upn()
-    today = service.school_today()
+    today = school_today()
     old = today.replace(year=today.year - 7)
     kept = today - timedelta(days=30)
     engine = make_engine(database_url, pool_size=1)

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from services.registers.service import retention_cutoff, school_today
+from services.registers.service import retention_cutoff
 from shared.auth import Role
 from shared.domain.upn import CHECK_ALPHABET, make_upn
 from shared.events import MARKS_TOPIC, REGISTERS_TOPIC
+from shared.time import school_today
 from tests.conftest import read_events
 
 PROBLEM = "application/problem+json"
