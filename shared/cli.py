@@ -44,6 +44,7 @@ class ServiceEntry:
 # Every service that exists, with its fixed default port.
 SERVICES: dict[str, ServiceEntry] = {
     "registers": ServiceEntry("registers", 8001, "services.registers.main:build_app"),
+    "thresholds": ServiceEntry("thresholds", 8002, "services.thresholds.main:build_app"),
 }
 
 DEMO_LA = "999"

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MARKS_TOPIC = "attendance.marks.v1"
 REGISTERS_TOPIC = "attendance.registers.v1"
+ALERTS_TOPIC = "attendance.alerts.v1"
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -187,8 +188,44 @@ class MarksPurged(EventData):
     marks_deleted: int
 
 
+class _AlertEvent(EventData):
+    """Which alert, on whom, under which rule and policy version."""
+
+    topic: ClassVar[str] = ALERTS_TOPIC
+
+    alert_id: int
+    urn: str
+    la_code: str
+    upn: str
+    rule_id: str
+    step: str = Field(description='The ladder step of a stepped rule (e.g. "7_days"); empty otherwise')
+    policy_version: int
+    link: str
+
+
+class AlertRaised(_AlertEvent):
+    """A pupil crossed a threshold of the school's policy (domain.md §4), with the evidence."""
+
+    event_type: ClassVar[str] = "attendance.alert.raised"
+
+    figures: dict[str, Any] = Field(description="Numerator, denominator, rate or count, and the threshold")
+    window_from: date = Field(description="First school day counted")
+    window_to: date = Field(description="Last school day counted")
+    sessions: list[str] = Field(description='The sessions that made it fire, as "YYYY-MM-DD AM|PM CODE"')
+
+
+class AlertCleared(_AlertEvent):
+    """The condition no longer holds: `condition_ended` when later marks undid it, `retracted`
+    when an amendment to a counted session did (the crossing should not have happened)."""
+
+    event_type: ClassVar[str] = "attendance.alert.cleared"
+
+    reason: Literal["condition_ended", "retracted", "policy_changed"]
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
-    model.event_type: model for model in (MarkRecorded, MarkAmended, RegisterTaken, SchoolUpdated, MarksPurged)
+    model.event_type: model
+    for model in (MarkRecorded, MarkAmended, RegisterTaken, SchoolUpdated, MarksPurged, AlertRaised, AlertCleared)
 }
 
 

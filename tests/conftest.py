@@ -11,6 +11,7 @@ Tests isolate themselves by using their own schools (fresh URNs), not by rolling
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import uuid
@@ -132,20 +133,34 @@ async def start_service(app: FastAPI, port: int) -> tuple[uvicorn.Server, asynci
     return server, task
 
 
+@contextlib.asynccontextmanager
+async def running_service(build_app: Callable[[Any], FastAPI], settings: Any) -> AsyncIterator[RunningService]:
+    """A service app under uvicorn on its own port, with its workers (relay, consumers) running."""
+    server, task = await start_service(build_app(settings), settings.port)
+    try:
+        yield RunningService(app=server.config.app, base_url=f"http://127.0.0.1:{settings.port}", settings=settings)
+    finally:
+        server.should_exit = True
+        await task
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def registers(settings_overrides: dict[str, Any]) -> AsyncIterator[RunningService]:
     from services.registers.main import build_app
     from services.registers.settings import RegistersSettings
 
-    port = free_port()
-    settings = RegistersSettings(**settings_overrides, port=port)
-    app = build_app(settings)
-    server, task = await start_service(app, port)
-    try:
-        yield RunningService(app=app, base_url=f"http://127.0.0.1:{port}", settings=settings)
-    finally:
-        server.should_exit = True
-        await task
+    async with running_service(build_app, RegistersSettings(**settings_overrides, port=free_port())) as service:
+        yield service
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def thresholds(settings_overrides: dict[str, Any], registers: RunningService) -> AsyncIterator[RunningService]:
+    from services.thresholds.main import build_app
+    from services.thresholds.settings import ThresholdsSettings
+
+    settings = ThresholdsSettings(**settings_overrides, port=free_port(), consumer_batch_timeout_ms=20)
+    async with running_service(build_app, settings) as service:
+        yield service
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,114 @@
+"""HTTP API of the thresholds service: pupils' figures, alerts with their evidence, LA policies."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from shared.domain.thresholds import PRESETS, PolicyDocument
+
+from services.thresholds import schemas, service
+from services.thresholds.settings import ThresholdsSettings
+from shared.auth import CurrentPrincipal, Forbidden, Principal, Role
+from shared.db import Session
+from shared.params import LaCodePath, UpnPath, UrnPath, valid_upn
+from shared.time import school_today
+
+router = APIRouter(prefix="/v1")
+
+
+def _settings(request: Request) -> ThresholdsSettings:
+    return request.app.state.settings
+
+
+async def _reach_school(session, principal: Principal, urn: str) -> None:
+    """A school credential learns nothing about other schools: 403 whether or not the URN exists."""
+    if principal.role is Role.SCHOOL:
+        principal.require_school(urn, None)
+        return
+    principal.require_school(urn, await service.school_la_code(session, urn))
+
+
+def _reach_la(principal: Principal, la_code: str, *roles: Role) -> None:
+    principal.require_role(*roles)
+    if principal.role is not Role.OPS and principal.la_code != la_code:
+        raise Forbidden(f"This credential does not give access to LA {la_code}.")
+
+
+@router.get(
+    "/schools/{urn}/pupils/{upn}/attendance",
+    tags=["attendance"],
+    summary="A pupil's attendance figures",
+    description=(
+        "Possible sessions, attendance and absence by category, rates and the PA/SA flags of the "
+        "pupil's enrolment at this school: for the academic year to date by default, for any period "
+        "with `from`/`to`, and as they were known at a past instant with `as_of`."
+    ),
+)
+async def pupil_attendance(
+    urn: UrnPath,
+    upn: UpnPath,
+    session: Session,
+    principal: CurrentPrincipal,
+    from_: Annotated[date | None, Query(alias="from", description="First day of the period")] = None,
+    to: Annotated[date | None, Query(description="Last day of the period")] = None,
+    as_of: Annotated[
+        datetime | None, Query(description="Figures as known at this instant (ISO 8601 with offset)")
+    ] = None,
+) -> schemas.Attendance:
+    valid_upn(upn)
+    await _reach_school(session, principal, urn)
+    return await service.pupil_attendance(session, urn, upn, school_today(), from_, to, as_of)
+
+
+@router.get(
+    "/alerts",
+    tags=["alerts"],
+    summary="Alerts, newest first",
+    description="Filter by LA, school, pupil, rule and status; a school sees its own, an LA its schools'.",
+)
+async def list_alerts(
+    session: Session, principal: CurrentPrincipal, filters: Annotated[schemas.AlertFilters, Query()]
+) -> schemas.AlertPage:
+    if filters.la_code is not None and principal.role in (Role.LA_OFFICER, Role.LA_SYSTEM):
+        _reach_la(principal, filters.la_code, Role.LA_OFFICER, Role.LA_SYSTEM)
+    if filters.urn is not None and principal.role is Role.SCHOOL:
+        principal.require_school(filters.urn, None)
+    return await service.list_alerts(session, filters, principal)
+
+
+@router.get("/alerts/{alert_id}", tags=["alerts"], summary="One alert with its evidence")
+async def get_alert(alert_id: int, session: Session, principal: CurrentPrincipal) -> schemas.AlertOut:
+    alert = await service.get_alert(session, alert_id)
+    if not principal.can_access_school(alert.urn, alert.la_code):
+        raise service.NotFound("alert", f"No alert {alert_id}.")  # do not reveal other schools' alerts
+    return service.alert_out(alert)
+
+
+@router.get("/policies/{la_code}", tags=["policies"], summary="The LA's policy in force")
+async def get_policy(la_code: LaCodePath, session: Session, principal: CurrentPrincipal) -> schemas.PolicyOut:
+    _reach_la(principal, la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
+    return await service.get_policy(session, la_code)
+
+
+@router.put(
+    "/policies/{la_code}",
+    tags=["policies"],
+    summary="Set a new version of the LA's policy",
+    description=(
+        "Stores a new version (the old ones stay, with who changed what and why) and re-evaluates "
+        "every pupil of the LA's schools: alerts the new policy no longer supports are cleared with "
+        "reason `policy_changed`, new crossings are raised."
+    ),
+)
+async def put_policy(
+    la_code: LaCodePath, body: schemas.PolicyIn, request: Request, session: Session, principal: CurrentPrincipal
+) -> schemas.PolicyOut:
+    _reach_la(principal, la_code, Role.LA_OFFICER, Role.OPS)
+    return await service.put_policy(session, _settings(request), la_code, body, principal)
+
+
+@router.get("/policy-presets", tags=["policies"], summary="The policy presets shipped with the platform")
+async def policy_presets(principal: CurrentPrincipal) -> dict[str, PolicyDocument]:
+    return PRESETS

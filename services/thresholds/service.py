@@ -1,0 +1,658 @@
+"""Thresholds: marks in, running totals and alerts out.
+
+The consumer applies a batch of mark events with a handful of set-based statements: store every
+version, take the highest version per session as the current mark, turn each change of the
+current mark into a delta on the enrolment's totals, then re-evaluate the policy for the pupils
+whose marks changed. The rules themselves are pure (`shared.domain.thresholds`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.thresholds import schemas
+from services.thresholds.models import SCHEMA, Alert, Policy
+from services.thresholds.settings import ThresholdsSettings
+from shared import outbox
+from shared.auth import Principal
+from shared.db import raw_connection
+from shared.domain.calendar import SchoolCalendar, academic_year, academic_year_bounds
+from shared.domain.codes import LATENESS_CODES, Category
+from shared.domain.thresholds import (
+    NATIONAL_PRESET,
+    PRESETS,
+    Firing,
+    PolicyDocument,
+    Rules,
+    SessionMark,
+    Totals,
+    evaluate,
+    mark_totals,
+)
+from shared.errors import NotFound, Unprocessable
+from shared.events import (
+    ALERTS_TOPIC,
+    AlertCleared,
+    AlertRaised,
+    CloudEvent,
+    EventEncoder,
+    MarkAmended,
+    MarkRecorded,
+    MarksPurged,
+    SchoolUpdated,
+)
+
+SOURCE = "thresholds"
+
+Pupil = tuple[str, str]  # (URN, UPN): one enrolment
+SessionKey = tuple[str, str, date, str]  # (URN, UPN, date, session)
+
+
+# ---------------------------------------------------------------- counters
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What one mark adds to an enrolment's totals: the rate figures plus the counters the
+    illness and lateness rules need."""
+
+    totals: Totals
+    illness: int
+    late: int
+
+    @classmethod
+    def of(cls, code: str, category: Category, possible: bool) -> Counts:
+        return cls(mark_totals(category, possible), int(possible and code == "I"), int(code in LATENESS_CODES))
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(self.totals - other.totals, self.illness - other.illness, self.late - other.late)
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.totals + other.totals, self.illness + other.illness, self.late + other.late)
+
+
+NO_COUNTS = Counts(Totals(0, 0, 0, 0, 0), 0, 0)
+
+
+@dataclass(frozen=True)
+class _Version:
+    change_version: int
+    code: str
+    category: Category
+    possible: bool
+
+    def counts(self) -> Counts:
+        return Counts.of(self.code, self.category, self.possible)
+
+
+# ---------------------------------------------------------------- consumer
+
+
+async def handle_events(session: AsyncSession, events: Sequence[CloudEvent[Any]], settings: ThresholdsSettings) -> None:
+    """Consumer handler for `attendance.marks.v1` and `attendance.registers.v1`."""
+    marks = [e for e in events if isinstance(e.data, MarkRecorded | MarkAmended)]
+    schools = [e.data for e in events if isinstance(e.data, SchoolUpdated)]
+    purges = [e.data for e in events if isinstance(e.data, MarksPurged)]
+    if schools:
+        await _store_schools(session, schools)
+    if marks:
+        await apply_marks(session, settings, [e.data for e in marks])
+    for purge in purges:
+        await _apply_purge(session, purge)
+
+
+async def _store_schools(session: AsyncSession, schools: Sequence[SchoolUpdated]) -> None:
+    conn = await raw_connection(session)
+    latest = {s.urn: s for s in schools}  # a batch is in order per key: the last update wins
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.schools (urn, la_code, calendar) "
+        "SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[]) "
+        "ON CONFLICT (urn) DO UPDATE SET la_code = excluded.la_code, calendar = excluded.calendar",
+        list(latest),
+        [s.la_code for s in latest.values()],
+        [orjson.dumps(s.calendar).decode() for s in latest.values()],
+    )
+
+
+async def _apply_purge(session: AsyncSession, purge: MarksPurged) -> None:
+    """Register entries beyond retention are gone at the source; drop our copies and the totals
+    of academic years that ended before the cut-off."""
+    conn = await raw_connection(session)
+    await conn.execute(f"DELETE FROM {SCHEMA}.mark_versions WHERE urn = $1 AND date < $2", purge.urn, purge.before)
+    await conn.execute(
+        f"DELETE FROM {SCHEMA}.enrolment_totals WHERE urn = $1 AND academic_year < $2",
+        purge.urn,
+        academic_year(purge.before),
+    )
+
+
+async def apply_marks(
+    session: AsyncSession, settings: ThresholdsSettings, marks: Sequence[MarkRecorded | MarkAmended]
+) -> None:
+    conn = await raw_connection(session)
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.schools (urn, la_code, calendar) "
+        "SELECT DISTINCT u.urn, u.la_code, '{}'::jsonb FROM unnest($1::text[], $2::text[]) AS u(urn, la_code) "
+        "ON CONFLICT (urn) DO NOTHING",
+        [m.urn for m in marks],
+        [m.la_code for m in marks],
+    )
+    incoming: dict[SessionKey, MarkRecorded | MarkAmended] = {}
+    for mark in marks:
+        key = (mark.urn, mark.upn, mark.date, mark.session)
+        held = incoming.get(key)
+        if held is None or mark.change_version > held.change_version:
+            incoming[key] = mark
+    current = await _current_versions(conn, incoming)
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.mark_versions (urn, upn, date, session, change_version, code, category, possible, "
+        "recorded_at) SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bigint[], "
+        "$6::text[], $7::text[], $8::bool[], $9::timestamptz[]) ON CONFLICT DO NOTHING",
+        [m.urn for m in marks],
+        [m.upn for m in marks],
+        [m.date for m in marks],
+        [m.session for m in marks],
+        [m.change_version for m in marks],
+        [m.code for m in marks],
+        [m.category for m in marks],
+        [m.possible for m in marks],
+        [m.recorded_at for m in marks],
+    )
+
+    deltas: dict[tuple[str, str, int], Counts] = defaultdict(lambda: NO_COUNTS)
+    last_dates: dict[tuple[str, str, int], date] = {}
+    changed: set[Pupil] = set()
+    amended: dict[Pupil, set[tuple[date, str]]] = defaultdict(set)
+    for key, mark in incoming.items():
+        before = current.get(key)
+        if before is not None and before.change_version >= mark.change_version:
+            continue  # a duplicate or an older version arriving late: the current mark stands
+        after = _Version(mark.change_version, mark.code, Category(mark.category), mark.possible)
+        enrolment = (mark.urn, mark.upn, academic_year(mark.date))
+        deltas[enrolment] = deltas[enrolment] + after.counts() - (before.counts() if before else NO_COUNTS)
+        last_dates[enrolment] = max(last_dates.get(enrolment, mark.date), mark.date)
+        changed.add((mark.urn, mark.upn))
+        if before is not None:
+            amended[(mark.urn, mark.upn)].add((mark.date, mark.session))
+    if deltas:
+        await _add_to_totals(conn, deltas, last_dates)
+    if changed:
+        await evaluate_pupils(session, settings, changed, amended=amended)
+
+
+async def _current_versions(conn, keys: Iterable[SessionKey]) -> dict[SessionKey, _Version]:
+    keys = list(keys)
+    rows = await conn.fetch(
+        f"SELECT DISTINCT ON (m.urn, m.upn, m.date, m.session) m.urn, m.upn, m.date, m.session, m.change_version, "
+        f"m.code, m.category, m.possible FROM unnest($1::text[], $2::text[], $3::date[], $4::text[]) "
+        f"AS k(urn, upn, date, session) JOIN {SCHEMA}.mark_versions m USING (urn, upn, date, session) "
+        "ORDER BY m.urn, m.upn, m.date, m.session, m.change_version DESC",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [k[3] for k in keys],
+    )
+    return {
+        (r["urn"], r["upn"], r["date"], r["session"]): _Version(
+            r["change_version"], r["code"], Category(r["category"]), r["possible"]
+        )
+        for r in rows
+    }
+
+
+_TOTAL_COLUMNS = (
+    "possible_sessions",
+    "present_sessions",
+    "approved_activity_sessions",
+    "authorised_absence_sessions",
+    "unauthorised_absence_sessions",
+    "illness_sessions",
+    "late_sessions",
+)
+
+
+async def _add_to_totals(
+    conn, deltas: dict[tuple[str, str, int], Counts], last_dates: dict[tuple[str, str, int], date]
+) -> None:
+    keys = list(deltas)
+    columns: list[list[int]] = [[] for _ in _TOTAL_COLUMNS]
+    for key in keys:
+        d = deltas[key]
+        t = d.totals
+        values = (
+            t.possible_sessions,
+            t.present_sessions,
+            t.approved_activity_sessions,
+            t.authorised_absence_sessions,
+            t.unauthorised_absence_sessions,
+            d.illness,
+            d.late,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    names = ", ".join(_TOTAL_COLUMNS)
+    arrays = ", ".join(f"${i}::int[]" for i in range(5, 5 + len(_TOTAL_COLUMNS)))
+    updates = ", ".join(f"{c} = t.{c} + excluded.{c}" for c in _TOTAL_COLUMNS)
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.enrolment_totals AS t (urn, upn, academic_year, last_date, {names}) "
+        f"SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::date[], {arrays}) "
+        f"ON CONFLICT (urn, upn, academic_year) DO UPDATE SET {updates}, "
+        "last_date = greatest(t.last_date, excluded.last_date)",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+        [last_dates[k] for k in keys],
+        *columns,
+    )
+
+
+# ---------------------------------------------------------------- policy and evaluation
+
+
+async def current_policy(session: AsyncSession, la_code: str) -> tuple[int, PolicyDocument]:
+    """The LA's latest policy version; an LA that never set one follows the national default
+    (version 0)."""
+    row = (
+        await session.execute(select(Policy).where(Policy.la_code == la_code).order_by(Policy.version.desc()).limit(1))
+    ).scalar_one_or_none()
+    if row is None:
+        return 0, NATIONAL_PRESET
+    return row.version, PolicyDocument.model_validate(row.document)
+
+
+@dataclass(frozen=True)
+class _SchoolContext:
+    la_code: str
+    calendar: SchoolCalendar
+    policy_version: int
+    rules: Rules
+
+
+async def _school_contexts(session: AsyncSession, urns: set[str]) -> dict[str, _SchoolContext]:
+    conn = await raw_connection(session)
+    rows = await conn.fetch(
+        f"SELECT urn, la_code, calendar FROM {SCHEMA}.schools WHERE urn = ANY($1::text[])", list(urns)
+    )
+    policies: dict[str, tuple[int, PolicyDocument]] = {}
+    contexts = {}
+    for row in rows:
+        la_code = row["la_code"]
+        if la_code not in policies:
+            policies[la_code] = await current_policy(session, la_code)
+        version, document = policies[la_code]
+        calendar = SchoolCalendar.from_dict(row["calendar"])  # jsonb arrives decoded
+        contexts[row["urn"]] = _SchoolContext(la_code, calendar, version, document.rules_for_school(row["urn"]))
+    return contexts
+
+
+def _may_fire(rules: Rules, this_year: dict[str, int], earlier: dict[str, int]) -> bool:
+    """A cheap necessary condition for any rule to fire, from the totals alone: most pupils are
+    rarely absent, and their marks need not be read to know that nothing fires."""
+    totals = Totals(*(this_year[c] for c in _TOTAL_COLUMNS[:5]))
+    unauthorised = this_year["unauthorised_absence_sessions"] + earlier.get("unauthorised_absence_sessions", 0)
+    late = this_year["late_sessions"] + earlier.get("late_sessions", 0)
+    checks = (
+        rules.persistent_absence.enabled
+        and totals.possible_sessions >= rules.persistent_absence.min_possible_sessions
+        and totals.reaches(rules.persistent_absence.percent),
+        rules.severe_absence.enabled
+        and totals.possible_sessions >= rules.severe_absence.min_possible_sessions
+        and totals.reaches(rules.severe_absence.percent),
+        rules.support_map_days.enabled
+        and bool(rules.support_map_days.steps)
+        and totals.absence_sessions >= 2 * rules.support_map_days.steps[0].days,
+        rules.illness_15_days.enabled and this_year["illness_sessions"] >= 2 * rules.illness_15_days.school_days,
+        rules.penalty_notice_threshold.enabled and unauthorised >= rules.penalty_notice_threshold.unauthorised_sessions,
+        rules.persistent_lateness.enabled and late >= rules.persistent_lateness.late_sessions,
+        rules.continuous_unauthorised_10_days.enabled
+        and unauthorised >= rules.continuous_unauthorised_10_days.school_days,
+        rules.continuous_absence_20_days.enabled and unauthorised >= rules.continuous_absence_20_days.school_days,
+    )
+    return any(checks)
+
+
+async def evaluate_pupils(
+    session: AsyncSession,
+    settings: ThresholdsSettings,
+    pupils: set[Pupil],
+    *,
+    amended: dict[Pupil, set[tuple[date, str]]] | None = None,
+    policy_changed: bool = False,
+) -> None:
+    """Bring the pupils' raised alerts in line with what their marks and policy now say."""
+    conn = await raw_connection(session)
+    contexts = await _school_contexts(session, {urn for urn, _ in pupils})
+    pupil_list = sorted(pupils)
+    totals_rows = await conn.fetch(
+        f"SELECT t.* FROM unnest($1::text[], $2::text[]) AS p(urn, upn) "
+        f"JOIN {SCHEMA}.enrolment_totals t USING (urn, upn) ORDER BY t.urn, t.upn, t.academic_year DESC",
+        [p[0] for p in pupil_list],
+        [p[1] for p in pupil_list],
+    )
+    by_pupil: dict[Pupil, list[Any]] = defaultdict(list)
+    for row in totals_rows:
+        by_pupil[(row["urn"], row["upn"])].append(row)
+    active_rows = await conn.fetch(
+        f"SELECT a.* FROM unnest($1::text[], $2::text[]) AS p(urn, upn) "
+        f"JOIN {SCHEMA}.alerts a USING (urn, upn) WHERE a.status = 'raised'",
+        [p[0] for p in pupil_list],
+        [p[1] for p in pupil_list],
+    )
+    active: dict[Pupil, dict[tuple[str, str], Any]] = defaultdict(dict)
+    for row in active_rows:
+        active[(row["urn"], row["upn"])][(row["rule_id"], row["step"])] = row
+
+    candidates: dict[Pupil, int] = {}  # pupil -> academic year to evaluate
+    for pupil in pupil_list:
+        years = by_pupil.get(pupil)
+        context = contexts.get(pupil[0])
+        if not years or context is None:
+            continue
+        latest = years[0]  # highest academic year with marks
+        earlier = dict(years[1]) if len(years) > 1 else {}
+        if active.get(pupil) or _may_fire(context.rules, dict(latest), earlier):
+            candidates[pupil] = latest["academic_year"]
+    firings: dict[Pupil, list[Firing]] = {}
+    if candidates:
+        series = await _series(conn, candidates)
+        for pupil, year in candidates.items():
+            context = contexts[pupil[0]]
+            firings[pupil] = evaluate(context.rules, series.get(pupil, []), context.calendar, year)
+
+    now = datetime.now(UTC)
+    messages: list[tuple[str, bytes]] = []
+    encoder = EventEncoder(SOURCE, now)
+    for pupil in candidates:
+        urn, upn = pupil
+        context = contexts[urn]
+        fired = {(f.rule_id, f.step): f for f in firings.get(pupil, [])}
+        held = active.get(pupil, {})
+        for key, row in held.items():
+            if key in fired:
+                continue
+            reason = _clear_reason(row, (amended or {}).get(pupil, set()), policy_changed)
+            await conn.execute(
+                f"UPDATE {SCHEMA}.alerts SET status = $2, cleared_at = $3, clear_reason = $4 WHERE id = $1",
+                row["id"],
+                "retracted" if reason == "retracted" else "cleared",
+                now,
+                reason,
+            )
+            fields = _alert_fields(
+                settings, row["id"], urn, context.la_code, upn, row["rule_id"], row["step"], row["policy_version"]
+            )
+            messages.append((upn, encoder.encode(AlertCleared, {**fields, "reason": reason}, subject=upn)))
+        for key, firing in fired.items():
+            if key in held:
+                continue
+            sessions = [f"{s.date.isoformat()} {s.session} {s.code}" for s in firing.sessions]
+            alert_id = await conn.fetchval(
+                f"INSERT INTO {SCHEMA}.alerts (urn, la_code, upn, rule_id, step, status, policy_version, figures, "
+                "window_from, window_to, sessions, raised_at) "
+                "VALUES ($1, $2, $3, $4, $5, 'raised', $6, $7::jsonb, $8, $9, $10::jsonb, $11) RETURNING id",
+                urn,
+                context.la_code,
+                upn,
+                firing.rule_id,
+                firing.step,
+                context.policy_version,
+                orjson.dumps(firing.figures).decode(),
+                firing.window_from,
+                firing.window_to,
+                orjson.dumps(sessions).decode(),
+                now,
+            )
+            fields = _alert_fields(
+                settings, alert_id, urn, context.la_code, upn, firing.rule_id, firing.step, context.policy_version
+            )
+            fields.update(
+                figures=firing.figures, window_from=firing.window_from, window_to=firing.window_to, sessions=sessions
+            )
+            messages.append((upn, encoder.encode(AlertRaised, fields, subject=upn)))
+    if messages:
+        await outbox.enqueue(session, SCHEMA, ALERTS_TOPIC, messages)
+
+
+def _clear_reason(alert: Any, amended_sessions: set[tuple[date, str]], policy_changed: bool) -> str:
+    if policy_changed:
+        return "policy_changed"
+    counted = {tuple(s.split(" ")[:2]) for s in alert["sessions"]}
+    if any((d.isoformat(), session) in counted for d, session in amended_sessions):
+        return "retracted"
+    return "condition_ended"
+
+
+def _alert_fields(
+    settings: ThresholdsSettings,
+    alert_id: int,
+    urn: str,
+    la_code: str,
+    upn: str,
+    rule_id: str,
+    step: str,
+    policy_version: int,
+) -> dict[str, Any]:
+    return {
+        "alert_id": alert_id,
+        "urn": urn,
+        "la_code": la_code,
+        "upn": upn,
+        "rule_id": rule_id,
+        "step": step,
+        "policy_version": policy_version,
+        "link": settings.link(f"/v1/alerts/{alert_id}"),
+    }
+
+
+async def _series(conn, candidates: dict[Pupil, int]) -> dict[Pupil, list[SessionMark]]:
+    """Current marks of each pupil from the start of the academic year before the one evaluated:
+    enough for every window (at most a few school weeks back across the year boundary)."""
+    pupils = list(candidates)
+    starts = [academic_year_bounds(year - 1)[0] for year in candidates.values()]
+    rows = await conn.fetch(
+        f"SELECT DISTINCT ON (m.urn, m.upn, m.date, m.session) m.urn, m.upn, m.date, m.session, m.code, "
+        f"m.category, m.possible FROM unnest($1::text[], $2::text[], $3::date[]) AS p(urn, upn, since) "
+        f"JOIN {SCHEMA}.mark_versions m ON m.urn = p.urn AND m.upn = p.upn AND m.date >= p.since "
+        "ORDER BY m.urn, m.upn, m.date, m.session, m.change_version DESC",
+        [p[0] for p in pupils],
+        [p[1] for p in pupils],
+        starts,
+    )
+    series: dict[Pupil, list[SessionMark]] = defaultdict(list)
+    for r in rows:
+        series[(r["urn"], r["upn"])].append(
+            SessionMark(r["date"], r["session"], r["code"], Category(r["category"]), r["possible"])
+        )
+    return series
+
+
+# ---------------------------------------------------------------- queries
+
+
+async def school_la_code(session: AsyncSession, urn: str) -> str:
+    conn = await raw_connection(session)
+    la_code = await conn.fetchval(f"SELECT la_code FROM {SCHEMA}.schools WHERE urn = $1", urn)
+    if la_code is None:
+        raise NotFound("school", f"No marks or school details for school {urn} have reached this service.")
+    return la_code
+
+
+def _attendance_out(totals: Totals, rules: Rules, start: date, end: date, as_of: datetime | None) -> schemas.Attendance:
+    return schemas.Attendance(
+        from_date=start,
+        to_date=end,
+        as_of=as_of,
+        possible_sessions=totals.possible_sessions,
+        present_sessions=totals.present_sessions,
+        approved_activity_sessions=totals.approved_activity_sessions,
+        authorised_absence_sessions=totals.authorised_absence_sessions,
+        unauthorised_absence_sessions=totals.unauthorised_absence_sessions,
+        attendance_rate=totals.attendance_rate,
+        absence_rate=totals.absence_rate,
+        persistent_absence=totals.reaches(rules.persistent_absence.percent),
+        severe_absence=totals.reaches(rules.severe_absence.percent),
+    )
+
+
+async def pupil_attendance(
+    session: AsyncSession,
+    urn: str,
+    upn: str,
+    today: date,
+    start: date | None,
+    end: date | None,
+    as_of: datetime | None,
+) -> schemas.Attendance:
+    """Year to date from the running totals; any other period, or what was known at `as_of`,
+    from the stored mark versions."""
+    la_code = await school_la_code(session, urn)
+    _, document = await current_policy(session, la_code)
+    rules = document.rules_for_school(urn)
+    year_start, year_end = academic_year_bounds(academic_year(today))
+    conn = await raw_connection(session)
+    if start is None and end is None and as_of is None:
+        row = await conn.fetchrow(
+            f"SELECT * FROM {SCHEMA}.enrolment_totals WHERE urn = $1 AND upn = $2 AND academic_year = $3",
+            urn,
+            upn,
+            academic_year(today),
+        )
+        totals = Totals(*(row[c] for c in _TOTAL_COLUMNS[:5])) if row else NO_COUNTS.totals
+        return _attendance_out(totals, rules, year_start, min(today, year_end), None)
+    start = start or year_start
+    end = end or min(today, year_end)
+    if end < start:
+        raise Unprocessable("period", [{"location": "to", "message": f"to ({end}) is before from ({start})"}])
+    rows = await conn.fetch(
+        f"SELECT DISTINCT ON (date, session) code, category, possible FROM {SCHEMA}.mark_versions "
+        "WHERE urn = $1 AND upn = $2 AND date BETWEEN $3 AND $4 AND ($5::timestamptz IS NULL OR recorded_at <= $5) "
+        "ORDER BY date, session, change_version DESC",
+        urn,
+        upn,
+        start,
+        end,
+        as_of,
+    )
+    totals = NO_COUNTS.totals
+    for r in rows:
+        totals = totals + mark_totals(Category(r["category"]), r["possible"])
+    return _attendance_out(totals, rules, start, end, as_of)
+
+
+def alert_out(row: Alert) -> schemas.AlertOut:
+    return schemas.AlertOut(
+        id=row.id,
+        urn=row.urn,
+        la_code=row.la_code,
+        upn=row.upn,
+        rule_id=row.rule_id,
+        step=row.step,
+        status=row.status,
+        policy_version=row.policy_version,
+        figures=row.figures,
+        window_from=row.window_from,
+        window_to=row.window_to,
+        sessions=row.sessions,
+        raised_at=row.raised_at,
+        cleared_at=row.cleared_at,
+        clear_reason=row.clear_reason,
+    )
+
+
+async def get_alert(session: AsyncSession, alert_id: int) -> Alert:
+    alert = await session.get(Alert, alert_id)
+    if alert is None:
+        raise NotFound("alert", f"No alert {alert_id}.")
+    return alert
+
+
+async def list_alerts(session: AsyncSession, filters: schemas.AlertFilters, principal: Principal) -> schemas.AlertPage:
+    query = select(Alert).order_by(Alert.id.desc()).limit(filters.limit + 1)
+    if principal.urns:
+        query = query.where(Alert.urn.in_(principal.urns))
+    if principal.la_code:
+        query = query.where(Alert.la_code == principal.la_code)
+    for column, value in (
+        (Alert.la_code, filters.la_code),
+        (Alert.urn, filters.urn),
+        (Alert.upn, filters.upn),
+        (Alert.rule_id, filters.rule),
+        (Alert.status, filters.status),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.cursor is not None:
+        query = query.where(Alert.id < filters.cursor)
+    rows = list((await session.execute(query)).scalars())
+    more = len(rows) > filters.limit
+    rows = rows[: filters.limit]
+    return schemas.AlertPage(items=[alert_out(r) for r in rows], next_cursor=rows[-1].id if more else None)
+
+
+async def put_policy(
+    session: AsyncSession,
+    settings: ThresholdsSettings,
+    la_code: str,
+    body: schemas.PolicyIn,
+    principal: Principal,
+) -> schemas.PolicyOut:
+    """Store a new version and re-evaluate every pupil of the LA's schools under it."""
+    document = PRESETS[body.preset] if body.preset else body.document
+    assert document is not None  # the schema requires one of the two
+    version, _ = await current_policy(session, la_code)
+    policy = Policy(
+        la_code=la_code,
+        version=version + 1,
+        document=document.model_dump(mode="json"),
+        reason=body.reason,
+        created_by=principal.subject,
+        created_at=datetime.now(UTC),
+    )
+    session.add(policy)
+    await session.flush()
+    conn = await raw_connection(session)
+    rows = await conn.fetch(
+        f"SELECT DISTINCT t.urn, t.upn FROM {SCHEMA}.enrolment_totals t JOIN {SCHEMA}.schools s USING (urn) "
+        "WHERE s.la_code = $1",
+        la_code,
+    )
+    pupils = {(r["urn"], r["upn"]) for r in rows}
+    if pupils:
+        await evaluate_pupils(session, settings, pupils, policy_changed=True)
+    return policy_out(policy, len(pupils))
+
+
+def policy_out(policy: Policy, reevaluated: int | None = None) -> schemas.PolicyOut:
+    return schemas.PolicyOut(
+        la_code=policy.la_code,
+        version=policy.version,
+        document=PolicyDocument.model_validate(policy.document),
+        reason=policy.reason,
+        created_by=policy.created_by,
+        created_at=policy.created_at,
+        pupils_reevaluated=reevaluated,
+    )
+
+
+async def get_policy(session: AsyncSession, la_code: str) -> schemas.PolicyOut:
+    row = (
+        await session.execute(select(Policy).where(Policy.la_code == la_code).order_by(Policy.version.desc()).limit(1))
+    ).scalar_one_or_none()
+    if row is None:
+        return schemas.PolicyOut(
+            la_code=la_code,
+            version=0,
+            document=NATIONAL_PRESET,
+            reason="national default (the LA has not set a policy)",
+            created_by="platform",
+            created_at=None,
+        )
+    return policy_out(row)
