@@ -29,7 +29,9 @@ client_app = typer.Typer(help="API clients (machine credentials).", no_args_is_h
 registers_app = typer.Typer(help="Register maintenance.", no_args_is_help=True)
 app.add_typer(school_app, name="school")
 app.add_typer(client_app, name="client")
+thresholds_app = typer.Typer(help="Running attendance and alerts.", no_args_is_help=True)
 app.add_typer(registers_app, name="registers")
+app.add_typer(thresholds_app, name="thresholds")
 
 T = TypeVar("T")
 
@@ -465,6 +467,32 @@ def registers_purge(
         f"purged entries dated before {result.cutoff}: {result.marks_deleted} marks, "
         f"{result.amendments_deleted} amendments, {result.submissions_deleted} submissions "
         f"(run by {result.run_by} at {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)"
+    )
+
+
+@thresholds_app.command("rebuild")
+def thresholds_rebuild() -> None:
+    """Replay the marks topic from the start into fresh running state, then re-evaluate every
+    pupil (alerts that disagree with the rebuilt state are corrected and published)."""
+    from services.thresholds.consumers import rebuild
+    from services.thresholds.settings import ThresholdsSettings
+    from shared.db import make_engine, make_sessionmaker
+
+    async def main() -> Any:
+        settings = ThresholdsSettings()
+        engine = make_engine(settings.database_url, pool_size=2)
+        try:
+            return await rebuild(settings, make_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    try:
+        report = asyncio.run(main())
+    except OSError as exc:
+        raise _fail(f"Cannot reach the platform database or broker ({exc}). Is `make run` running?") from exc
+    typer.echo(
+        f"replayed {report.events} events ({report.unreadable} unreadable, skipped); "
+        f"re-evaluated {report.pupils_evaluated} pupils"
     )
 
 

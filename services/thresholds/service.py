@@ -96,15 +96,31 @@ class _Version:
 # ---------------------------------------------------------------- consumer
 
 
-async def handle_events(session: AsyncSession, events: Sequence[CloudEvent[Any]], settings: ThresholdsSettings) -> None:
-    """Consumer handler for `attendance.marks.v1` and `attendance.registers.v1`."""
-    marks = [e for e in events if isinstance(e.data, MarkRecorded | MarkAmended)]
+# Live batches hold this lock shared; a rebuild holds it exclusively while it resets and replays,
+# so no two transactions compute a delta from the same stored version at once.
+STATE_LOCK = 0x7468726573686F6C  # "threshol"
+
+
+async def lock_state(session: AsyncSession, *, exclusive: bool) -> None:
+    """Until the transaction ends. Exclusive for whatever re-evaluates many pupils at once (a
+    replay, a policy change), shared for live batches, which partitioning already keeps apart."""
+    conn = await raw_connection(session)
+    await conn.execute(f"SELECT pg_advisory_xact_lock{'' if exclusive else '_shared'}($1)", STATE_LOCK)
+
+
+async def handle_events(
+    session: AsyncSession, events: Sequence[CloudEvent[Any]], settings: ThresholdsSettings, *, replay: bool = False
+) -> None:
+    """Consumer handler for `attendance.marks.v1` and `attendance.registers.v1`. In a replay the
+    state is rebuilt without evaluating: the rebuild evaluates every pupil once at the end."""
+    await lock_state(session, exclusive=replay)
+    marks = [e.data for e in events if isinstance(e.data, MarkRecorded | MarkAmended)]
     schools = [e.data for e in events if isinstance(e.data, SchoolUpdated)]
     purges = [e.data for e in events if isinstance(e.data, MarksPurged)]
     if schools:
         await _store_schools(session, schools)
     if marks:
-        await apply_marks(session, settings, [e.data for e in marks])
+        await apply_marks(session, settings, marks, evaluate=not replay)
     for purge in purges:
         await _apply_purge(session, purge)
 
@@ -135,7 +151,11 @@ async def _apply_purge(session: AsyncSession, purge: MarksPurged) -> None:
 
 
 async def apply_marks(
-    session: AsyncSession, settings: ThresholdsSettings, marks: Sequence[MarkRecorded | MarkAmended]
+    session: AsyncSession,
+    settings: ThresholdsSettings,
+    marks: Sequence[MarkRecorded | MarkAmended],
+    *,
+    evaluate: bool = True,
 ) -> None:
     conn = await raw_connection(session)
     await conn.execute(
@@ -184,7 +204,7 @@ async def apply_marks(
             amended[(mark.urn, mark.upn)].add((mark.date, mark.session))
     if deltas:
         await _add_to_totals(conn, deltas, last_dates)
-    if changed:
+    if changed and evaluate:
         await evaluate_pupils(session, settings, changed, amended=amended)
 
 
@@ -421,6 +441,17 @@ async def evaluate_pupils(
         await outbox.enqueue(session, SCHEMA, ALERTS_TOPIC, messages)
 
 
+async def known_pupils(session: AsyncSession, la_code: str | None = None) -> set[Pupil]:
+    """Every pupil enrolment with marks (of one LA's schools, if given)."""
+    conn = await raw_connection(session)
+    rows = await conn.fetch(
+        f"SELECT DISTINCT t.urn, t.upn FROM {SCHEMA}.enrolment_totals t JOIN {SCHEMA}.schools s USING (urn) "
+        "WHERE $1::text IS NULL OR s.la_code = $1",
+        la_code,
+    )
+    return {(r["urn"], r["upn"]) for r in rows}
+
+
 def _clear_reason(alert: Any, amended_sessions: set[tuple[date, str]], policy_changed: bool) -> str:
     if policy_changed:
         return "policy_changed"
@@ -618,13 +649,8 @@ async def put_policy(
     )
     session.add(policy)
     await session.flush()
-    conn = await raw_connection(session)
-    rows = await conn.fetch(
-        f"SELECT DISTINCT t.urn, t.upn FROM {SCHEMA}.enrolment_totals t JOIN {SCHEMA}.schools s USING (urn) "
-        "WHERE s.la_code = $1",
-        la_code,
-    )
-    pupils = {(r["urn"], r["upn"]) for r in rows}
+    await lock_state(session, exclusive=True)
+    pupils = await known_pupils(session, la_code)
     if pupils:
         await evaluate_pupils(session, settings, pupils, policy_changed=True)
     return policy_out(policy, len(pupils))
