@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from shared.domain.thresholds import PRESETS, PolicyDocument
 
 from services.thresholds import schemas, service
 from services.thresholds.settings import ThresholdsSettings
 from shared.auth import CurrentPrincipal, Forbidden, Principal, Role
 from shared.db import Session
+from shared.domain.calendar import academic_year as current_academic_year
+from shared.domain.thresholds import PRESETS, PolicyDocument
 from shared.params import LaCodePath, UpnPath, UrnPath, valid_upn
 from shared.time import school_today
 
@@ -112,3 +113,52 @@ async def put_policy(
 @router.get("/policy-presets", tags=["policies"], summary="The policy presets shipped with the platform")
 async def policy_presets(principal: CurrentPrincipal) -> dict[str, PolicyDocument]:
     return PRESETS
+
+
+@router.get(
+    "/schools/{urn}/attendance",
+    tags=["attendance"],
+    summary="A school's figures and its PA or SA list",
+    description=(
+        "The school's academic year to date (default: the current one): pupils, sessions, absence "
+        "rate, and how many pupils are persistently (PA) or severely (SA) absent under the policy's "
+        "lines; with the list a termly targeting support meeting needs, worst first, paginated."
+    ),
+)
+async def school_attendance(
+    urn: UrnPath,
+    session: Session,
+    principal: CurrentPrincipal,
+    academic_year: Annotated[int | None, Query(ge=2000, le=2100, description="Starting year, e.g. 2025")] = None,
+    list_: Annotated[Literal["pa", "sa"], Query(alias="list", description="Which list: pa or sa")] = "pa",
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> schemas.SchoolAttendance:
+    await _reach_school(session, principal, urn)
+    year = academic_year if academic_year is not None else current_academic_year(school_today())
+    return await service.school_attendance(session, urn, year, list_, cursor, limit)
+
+
+@router.get(
+    "/las/{la_code}/attendance",
+    tags=["attendance"],
+    summary="An LA's figures across its schools",
+    description="Every school of the LA with marks this academic year, PA/SA counts and the alerts raised now.",
+)
+async def la_attendance(
+    la_code: LaCodePath,
+    session: Session,
+    principal: CurrentPrincipal,
+    academic_year: Annotated[int | None, Query(ge=2000, le=2100, description="Starting year, e.g. 2025")] = None,
+) -> schemas.LaAttendance:
+    _reach_la(principal, la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
+    year = academic_year if academic_year is not None else current_academic_year(school_today())
+    return await service.la_attendance(session, la_code, year)
+
+
+@router.get("/policies/{la_code}/versions", tags=["policies"], summary="Every version of the LA's policy")
+async def policy_versions(
+    la_code: LaCodePath, session: Session, principal: CurrentPrincipal
+) -> list[schemas.PolicyOut]:
+    _reach_la(principal, la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
+    return await service.policy_versions(session, la_code)

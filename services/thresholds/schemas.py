@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from shared.domain.thresholds import PRESETS, RULE_IDS, PolicyDocument
 
 
@@ -105,3 +106,54 @@ class PolicyOut(BaseModel):
     created_by: str
     created_at: datetime | None
     pupils_reevaluated: int | None = Field(None, description="On a change: pupils whose alerts were re-evaluated")
+
+
+class PupilFigures(BaseModel):
+    upn: str
+    possible_sessions: int
+    authorised_absence_sessions: int
+    unauthorised_absence_sessions: int
+    absence_rate: float
+
+
+class Cohort(BaseModel):
+    pupils: int = Field(description="Pupils at or above the line")
+    share: float = Field(description="Their share of the school's pupils with possible sessions")
+
+
+class SchoolAttendance(BaseModel):
+    """A school's figures for an academic year to date, with the PA or SA list a termly targeting
+    support meeting works from: worst first, paginated."""
+
+    urn: str
+    academic_year: int = Field(description="Starting year: 2025 is 1 Aug 2025 - 31 Jul 2026")
+    pupils: int
+    possible_sessions: int
+    absence_rate: float
+    persistent_absence: Cohort
+    severe_absence: Cohort
+    cohort: Literal["pa", "sa"] = Field(description="Which list `items` holds")
+    items: list[PupilFigures] = Field(description="Pupils on the list, highest absence rate first, then by UPN")
+    next_cursor: str | None
+
+
+class SchoolLine(BaseModel):
+    urn: str
+    pupils: int
+    possible_sessions: int
+    absence_rate: float
+    persistent_absence: int
+    severe_absence: int
+    raised_alerts: int
+
+
+class LaAttendance(BaseModel):
+    la_code: str
+    academic_year: int
+    pupils: int
+    possible_sessions: int
+    absence_rate: float
+    persistent_absence: Cohort
+    severe_absence: Cohort
+    raised_alerts: dict[str, int] = Field(description="Alerts currently raised, by rule id")
+    schools: list[SchoolLine] = Field(description="Every school of the LA with marks this year, by URN")

@@ -8,10 +8,12 @@ whose marks changed. The rules themselves are pure (`shared.domain.thresholds`).
 
 from __future__ import annotations
 
+import base64
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -668,6 +670,12 @@ def policy_out(policy: Policy, reevaluated: int | None = None) -> schemas.Policy
     )
 
 
+async def policy_versions(session: AsyncSession, la_code: str) -> list[schemas.PolicyOut]:
+    """The audit of an LA's policy: every version, who set it, when and why, oldest first."""
+    rows = await session.execute(select(Policy).where(Policy.la_code == la_code).order_by(Policy.version))
+    return [policy_out(row) for row in rows.scalars()]
+
+
 async def get_policy(session: AsyncSession, la_code: str) -> schemas.PolicyOut:
     row = (
         await session.execute(select(Policy).where(Policy.la_code == la_code).order_by(Policy.version.desc()).limit(1))
@@ -682,3 +690,150 @@ async def get_policy(session: AsyncSession, la_code: str) -> schemas.PolicyOut:
             created_at=None,
         )
     return policy_out(row)
+
+
+def _share(count: int, of: int) -> schemas.Cohort:
+    return schemas.Cohort(pupils=count, share=count / of if of else 0.0)
+
+
+_COHORT_SQL = f"""
+SELECT count(*) FILTER (WHERE t.possible_sessions > 0) AS pupils,
+       coalesce(sum(t.possible_sessions), 0) AS possible,
+       coalesce(sum(t.authorised_absence_sessions + t.unauthorised_absence_sessions), 0) AS absent,
+       count(*) FILTER (WHERE t.possible_sessions > 0 AND (t.authorised_absence_sessions
+             + t.unauthorised_absence_sessions) * 100 >= p.pa * t.possible_sessions) AS pa,
+       count(*) FILTER (WHERE t.possible_sessions > 0 AND (t.authorised_absence_sessions
+             + t.unauthorised_absence_sessions) * 100 >= p.sa * t.possible_sessions) AS sa,
+       t.urn
+FROM unnest($1::text[], $2::numeric[], $3::numeric[]) AS p(urn, pa, sa)
+JOIN {SCHEMA}.enrolment_totals t ON t.urn = p.urn AND t.academic_year = $4
+GROUP BY t.urn ORDER BY t.urn
+"""
+
+
+async def _lines(session: AsyncSession, urns: list[str], year: int) -> list[Any]:
+    """Per school: pupils, sessions, absence and the PA/SA counts under each school's own lines."""
+    la_codes = {urn: await school_la_code(session, urn) for urn in urns}
+    rules = {}
+    for urn, la_code in la_codes.items():
+        _, document = await current_policy(session, la_code)
+        rules[urn] = document.rules_for_school(urn)
+    conn = await raw_connection(session)
+    return await conn.fetch(
+        _COHORT_SQL,
+        urns,
+        [rules[u].persistent_absence.percent for u in urns],
+        [rules[u].severe_absence.percent for u in urns],
+        year,
+    )
+
+
+async def school_attendance(
+    session: AsyncSession, urn: str, year: int, which: str, cursor: str | None, limit: int
+) -> schemas.SchoolAttendance:
+    lines = await _lines(session, [urn], year)
+    line = lines[0] if lines else None
+    pupils, possible, absent = (line["pupils"], line["possible"], line["absent"]) if line else (0, 0, 0)
+    _, document = await current_policy(session, await school_la_code(session, urn))
+    rules = document.rules_for_school(urn)
+    percent = (rules.persistent_absence if which == "pa" else rules.severe_absence).percent
+    after_rate, after_upn = _decode_cursor(cursor)
+    conn = await raw_connection(session)
+    rows = await conn.fetch(
+        f"""
+        SELECT upn, possible_sessions, authorised_absence_sessions, unauthorised_absence_sessions,
+               (authorised_absence_sessions + unauthorised_absence_sessions)::numeric / possible_sessions AS rate
+        FROM {SCHEMA}.enrolment_totals
+        WHERE urn = $1 AND academic_year = $2 AND possible_sessions > 0
+          AND (authorised_absence_sessions + unauthorised_absence_sessions) * 100 >= $3 * possible_sessions
+          AND ($4::numeric IS NULL OR (authorised_absence_sessions + unauthorised_absence_sessions)::numeric
+               / possible_sessions < $4 OR ((authorised_absence_sessions + unauthorised_absence_sessions)::numeric
+               / possible_sessions = $4 AND upn > $5))
+        ORDER BY rate DESC, upn
+        LIMIT $6
+        """,
+        urn,
+        year,
+        percent,
+        after_rate,
+        after_upn,
+        limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return schemas.SchoolAttendance(
+        urn=urn,
+        academic_year=year,
+        pupils=pupils,
+        possible_sessions=possible,
+        absence_rate=absent / possible if possible else 0.0,
+        persistent_absence=_share(line["pa"] if line else 0, pupils),
+        severe_absence=_share(line["sa"] if line else 0, pupils),
+        cohort=which,
+        items=[
+            schemas.PupilFigures(
+                upn=r["upn"],
+                possible_sessions=r["possible_sessions"],
+                authorised_absence_sessions=r["authorised_absence_sessions"],
+                unauthorised_absence_sessions=r["unauthorised_absence_sessions"],
+                absence_rate=float(r["rate"]),
+            )
+            for r in rows
+        ],
+        next_cursor=_encode_cursor(rows[-1]["rate"], rows[-1]["upn"]) if more else None,
+    )
+
+
+def _encode_cursor(rate: Any, upn: str) -> str:
+    return base64.urlsafe_b64encode(f"{rate}|{upn}".encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> tuple[Decimal | None, str | None]:
+    if cursor is None:
+        return None, None
+    try:
+        rate, upn = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return Decimal(rate), upn
+    except (ValueError, ArithmeticError, UnicodeDecodeError):
+        raise Unprocessable("invalid-cursor", "The cursor is not one this API returned.") from None
+
+
+async def la_attendance(session: AsyncSession, la_code: str, year: int) -> schemas.LaAttendance:
+    conn = await raw_connection(session)
+    urns = [r["urn"] for r in await conn.fetch(f"SELECT urn FROM {SCHEMA}.schools WHERE la_code = $1", la_code)]
+    lines = await _lines(session, urns, year) if urns else []
+    alerts = await conn.fetch(
+        f"SELECT urn, rule_id, count(*) AS n FROM {SCHEMA}.alerts WHERE la_code = $1 AND status = 'raised' "
+        "GROUP BY urn, rule_id",
+        la_code,
+    )
+    by_rule: dict[str, int] = defaultdict(int)
+    by_school: dict[str, int] = defaultdict(int)
+    for a in alerts:
+        by_rule[a["rule_id"]] += a["n"]
+        by_school[a["urn"]] += a["n"]
+    pupils = sum(line["pupils"] for line in lines)
+    possible = sum(line["possible"] for line in lines)
+    absent = sum(line["absent"] for line in lines)
+    return schemas.LaAttendance(
+        la_code=la_code,
+        academic_year=year,
+        pupils=pupils,
+        possible_sessions=possible,
+        absence_rate=absent / possible if possible else 0.0,
+        persistent_absence=_share(sum(line["pa"] for line in lines), pupils),
+        severe_absence=_share(sum(line["sa"] for line in lines), pupils),
+        raised_alerts=dict(sorted(by_rule.items())),
+        schools=[
+            schemas.SchoolLine(
+                urn=line["urn"],
+                pupils=line["pupils"],
+                possible_sessions=line["possible"],
+                absence_rate=line["absent"] / line["possible"] if line["possible"] else 0.0,
+                persistent_absence=line["pa"],
+                severe_absence=line["sa"],
+                raised_alerts=by_school.get(line["urn"], 0),
+            )
+            for line in lines
+        ],
+    )

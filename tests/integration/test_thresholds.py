@@ -105,6 +105,29 @@ async def test_register_to_figures_to_alerts_and_back(registers, thresholds, sch
         assert body["absence_rate"] == pytest.approx(0.1) and body["attendance_rate"] == pytest.approx(0.9)
         assert body["persistent_absence"] is True and body["severe_absence"] is False
 
+    async with thresholds.client(school["token"]) as http:
+        summary = await http.get(f"/v1/schools/{urn}/attendance", params={"academic_year": 2025, "limit": 1})
+        assert summary.status_code == 200, summary.text
+        page = summary.json()
+        assert page["pupils"] == 3 and page["possible_sessions"] == 60
+        assert page["persistent_absence"]["pupils"] == 2 and page["severe_absence"]["pupils"] == 1
+        assert [p["upn"] for p in page["items"]] == [pupils["missing"]]  # worst first
+        rest = await http.get(
+            f"/v1/schools/{urn}/attendance", params={"academic_year": 2025, "limit": 1, "cursor": page["next_cursor"]}
+        )
+        assert [p["upn"] for p in rest.json()["items"]] == [pupils["pa"]] and rest.json()["next_cursor"] is None
+        severe = await http.get(f"/v1/schools/{urn}/attendance", params={"academic_year": 2025, "list": "sa"})
+        assert [p["upn"] for p in severe.json()["items"]] == [pupils["missing"]]
+        bad = await http.get(f"/v1/schools/{urn}/attendance", params={"cursor": "not-a-cursor"})
+        assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+    async with thresholds.client(token(Role.LA_OFFICER, la_code=TEST_LA)) as officer:
+        la = await officer.get(f"/v1/las/{TEST_LA}/attendance", params={"academic_year": 2025})
+        assert la.status_code == 200, la.text
+        line = next(s for s in la.json()["schools"] if s["urn"] == urn)
+        assert (line["pupils"], line["persistent_absence"], line["severe_absence"]) == (3, 2, 1)
+        assert line["raised_alerts"] == len(pa) + len(missing)
+        assert la.json()["raised_alerts"]["persistent_absence"] >= 2
+
     raised = await read_events(
         broker.bootstrap_servers,
         ALERTS_TOPIC,
@@ -218,6 +241,11 @@ async def test_policy_change_reevaluates_the_las_pupils(registers, thresholds, t
 
         response = await http.put(f"/v1/policies/{la_code}", json={"preset": "national", "reason": "Back"})
         assert response.json()["version"] == 2
+        history = (await http.get(f"/v1/policies/{la_code}/versions")).json()
+        assert [(v["version"], v["reason"], v["created_by"]) for v in history] == [
+            (1, "Adopt Halton", "test-la_officer"),
+            (2, "Back", "test-la_officer"),
+        ]
         assert ("support_map_days", "4_days") not in await alerts_for(http, upn)
         cleared = await alerts_for(http, upn, "cleared")
         assert cleared[("support_map_days", "4_days")]["clear_reason"] == "policy_changed"
