@@ -37,6 +37,7 @@ from shared.domain.thresholds import (
     SessionMark,
     Totals,
     evaluate,
+    lookback_start,
     mark_totals,
 )
 from shared.errors import NotFound, Unprocessable
@@ -373,6 +374,8 @@ async def evaluate_pupils(
         active[(row["urn"], row["upn"])][(row["rule_id"], row["step"])] = row
 
     candidates: dict[Pupil, int] = {}  # pupil -> academic year to evaluate
+    since: dict[Pupil, date] = {}
+    lookbacks: dict[tuple[str, date, int], date] = {}  # pupils of a school mostly share their last day
     for pupil in pupil_list:
         years = by_pupil.get(pupil)
         context = contexts.get(pupil[0])
@@ -381,10 +384,15 @@ async def evaluate_pupils(
         latest = years[0]  # highest academic year with marks
         earlier = dict(years[1]) if len(years) > 1 else {}
         if active.get(pupil) or _may_fire(context.rules, dict(latest), earlier):
-            candidates[pupil] = latest["academic_year"]
+            year, as_of = latest["academic_year"], latest["last_date"]
+            candidates[pupil] = year
+            key = (pupil[0], as_of, year)
+            if key not in lookbacks:
+                lookbacks[key] = lookback_start(context.rules, context.calendar, as_of, year)
+            since[pupil] = lookbacks[key]
     firings: dict[Pupil, list[Firing]] = {}
     if candidates:
-        series = await _series(conn, candidates)
+        series = await _series(conn, since)
         for pupil, year in candidates.items():
             context = contexts[pupil[0]]
             firings[pupil] = evaluate(context.rules, series.get(pupil, []), context.calendar, year)
@@ -485,11 +493,10 @@ def _alert_fields(
     }
 
 
-async def _series(conn, candidates: dict[Pupil, int]) -> dict[Pupil, list[SessionMark]]:
-    """Current marks of each pupil from the start of the academic year before the one evaluated:
-    enough for every window (at most a few school weeks back across the year boundary)."""
+async def _series(conn, candidates: dict[Pupil, date]) -> dict[Pupil, list[SessionMark]]:
+    """Current marks of each pupil from the date its evaluation needs them from."""
     pupils = list(candidates)
-    starts = [academic_year_bounds(year - 1)[0] for year in candidates.values()]
+    starts = list(candidates.values())
     rows = await conn.fetch(
         f"SELECT DISTINCT ON (m.urn, m.upn, m.date, m.session) m.urn, m.upn, m.date, m.session, m.code, "
         f"m.category, m.possible FROM unnest($1::text[], $2::text[], $3::date[]) AS p(urn, upn, since) "

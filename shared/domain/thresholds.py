@@ -444,6 +444,20 @@ def evaluate(rules: Rules, marks: Sequence[SessionMark], calendar: SchoolCalenda
     ]
 
 
+def lookback_start(rules: Rules, calendar: SchoolCalendar, as_of: date, academic_year: int) -> date:
+    """The earliest date `evaluate` needs marks from, for a pupil whose latest mark is `as_of`:
+    the start of the academic year or of the longest rolling window or run, whichever is
+    earlier. Older marks change no firing (a run longer than the longest threshold still fires)."""
+    longest = max(
+        rules.penalty_notice_threshold.window_school_weeks * _SCHOOL_DAYS_PER_WEEK,
+        rules.persistent_lateness.window_school_weeks * _SCHOOL_DAYS_PER_WEEK,
+        rules.continuous_unauthorised_10_days.school_days,
+        rules.continuous_absence_20_days.school_days,
+    )
+    window = _window_school_days(calendar, as_of, longest)
+    return min(academic_year_bounds(academic_year)[0], window[0] if window else as_of)
+
+
 def _year_window(year_marks: list[SessionMark]) -> tuple[date, date]:
     """First and last day with a possible session: the days a year-to-date figure counted."""
     counted = [mark.date for mark in year_marks if mark.possible]

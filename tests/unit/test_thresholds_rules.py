@@ -33,6 +33,7 @@ from shared.domain.thresholds import (
     SupportMapStep,
     Totals,
     evaluate,
+    lookback_start,
     mark_totals,
     totals,
     totals_in,
@@ -684,3 +685,26 @@ def test_an_amendment_delta_matches_recounting(data: st.DataObject, marks: list[
     amended = [*marks[:index], new, *marks[index + 1 :]]
     delta = mark_totals(new.category, new.possible) - mark_totals(old.category, old.possible)
     assert totals(amended) == totals(marks) + delta
+
+
+_LOOKBACK_DAYS = CAL.school_days_between(D("2025-05-01"), D("2025-10-24"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    codes=st.lists(st.sampled_from(["/", "O", "N", "U", "L", "I", "M"]), min_size=1, max_size=len(_LOOKBACK_DAYS)),
+    policy=st.sampled_from([NATIONAL, HALTON]),
+)
+def test_marks_before_the_lookback_start_change_no_firing(codes, policy):
+    """The service reads a pupil's marks from `lookback_start` only; that must not change the outcome."""
+    days = _LOOKBACK_DAYS[-len(codes) :]  # a run of school days ending in the autumn, across the summer
+    marks = [
+        SessionMark(d, "AM", c, code_for(c, d).category, code_for(c, d).possible)
+        for d, c in zip(days, codes, strict=True)
+    ]
+    as_of = days[-1]
+    year = 2025 if as_of >= D("2025-08-01") else 2024
+    start = lookback_start(policy, CAL, as_of, year)
+    recent = [m for m in marks if m.date >= start]
+    keys = lambda firings: [(f.rule_id, f.step) for f in firings]  # noqa: E731
+    assert keys(evaluate(policy, recent, CAL, year)) == keys(evaluate(policy, marks, CAL, year))
