@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-ingest lint clean
+.PHONY: run test bench-ingest bench-thresholds lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+bench-thresholds: $(STAMP)
+	$(BIN)/python bench/thresholds.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench
