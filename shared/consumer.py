@@ -105,7 +105,7 @@ class ConsumerRunner:
         await producer.start()
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=250, max_records=self.batch_size)
+                batch = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.batch_size)
                 if not batch:
                     continue
                 # A transient failure escapes to run(), which restarts the consumer from the

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 MARKS_TOPIC = "attendance.marks.v1"
 REGISTERS_TOPIC = "attendance.registers.v1"
 ALERTS_TOPIC = "attendance.alerts.v1"
+ESCALATIONS_TOPIC = "casework.escalations.v1"
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -223,9 +224,70 @@ class AlertCleared(_AlertEvent):
     reason: Literal["condition_ended", "retracted", "policy_changed"]
 
 
+class CaseEvent(EventData):
+    """A step in a pupil's casework, for LA systems: thin, with the case's URL for the detail."""
+
+    topic: ClassVar[str] = ESCALATIONS_TOPIC
+
+    case_id: int
+    urn: str
+    la_code: str
+    upn: str
+    event: str = Field(description="The workflow event that caused it (GET /v1/casework/workflow)")
+    from_state: str | None
+    state: str
+    link: str
+
+
+def _case_event(event_type: str, doc: str) -> type[CaseEvent]:
+    return type(event_type.replace(".", "_"), (CaseEvent,), {"__doc__": doc, "event_type": event_type})
+
+
+CaseOpened = _case_event("casework.case.opened", "A case was opened (from an alert or by an officer).")
+CaseStageChanged = _case_event("casework.stage.changed", "A case moved between stages.")
+ReferralMade = _case_event("casework.referral.made", "The school referred the case to the Education Welfare Service.")
+ReferralAccepted = _case_event("casework.referral.accepted", "The EWS accepted the referral.")
+ReferralDeclined = _case_event("casework.referral.declined", "The EWS declined the referral: back to Stage 2.")
+LegalActionProposed = _case_event("casework.legal_action.proposed", "Legal action was proposed; an officer decides.")
+LegalActionDecided = _case_event("casework.legal_action.decided", "An officer decided on legal action.")
+CaseClosed = _case_event("casework.case.closed", "A case was closed with an outcome.")
+
+
+class ClockOverdue(EventData):
+    """A casework clock passed its due date: a review, a letter, an APM follow-up, a payment."""
+
+    event_type: ClassVar[str] = "casework.clock.overdue"
+    topic: ClassVar[str] = ESCALATIONS_TOPIC
+
+    case_id: int
+    urn: str
+    la_code: str
+    upn: str
+    clock: str = Field(description="review, stage_1_letter, stage_2_letter, apm_follow_up, penalty_notice_payment")
+    due_on: date
+    link: str
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     model.event_type: model
-    for model in (MarkRecorded, MarkAmended, RegisterTaken, SchoolUpdated, MarksPurged, AlertRaised, AlertCleared)
+    for model in (
+        MarkRecorded,
+        MarkAmended,
+        RegisterTaken,
+        SchoolUpdated,
+        MarksPurged,
+        AlertRaised,
+        AlertCleared,
+        CaseOpened,
+        CaseStageChanged,
+        ReferralMade,
+        ReferralAccepted,
+        ReferralDeclined,
+        LegalActionProposed,
+        LegalActionDecided,
+        CaseClosed,
+        ClockOverdue,
+    )
 }
 
 

@@ -9,6 +9,7 @@ whose marks changed. The rules themselves are pure (`shared.domain.thresholds`).
 from __future__ import annotations
 
 import base64
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -61,39 +62,35 @@ SessionKey = tuple[str, str, date, str]  # (URN, UPN, date, session)
 
 # ---------------------------------------------------------------- counters
 
+Counts = tuple[int, int, int, int, int, int, int]  # the columns of _TOTAL_COLUMNS, in order
+NO_COUNTS: Counts = (0, 0, 0, 0, 0, 0, 0)
 
-@dataclass(frozen=True)
-class Counts:
+
+@functools.cache
+def counts_of(code: str, category: str, possible: bool) -> Counts:
     """What one mark adds to an enrolment's totals: the rate figures plus the counters the
-    illness and lateness rules need."""
-
-    totals: Totals
-    illness: int
-    late: int
-
-    @classmethod
-    def of(cls, code: str, category: Category, possible: bool) -> Counts:
-        return cls(mark_totals(category, possible), int(possible and code == "I"), int(code in LATENESS_CODES))
-
-    def __sub__(self, other: Counts) -> Counts:
-        return Counts(self.totals - other.totals, self.illness - other.illness, self.late - other.late)
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(self.totals + other.totals, self.illness + other.illness, self.late + other.late)
-
-
-NO_COUNTS = Counts(Totals(0, 0, 0, 0, 0), 0, 0)
+    illness and lateness rules need. A few dozen distinct marks exist: computed once each."""
+    t = mark_totals(Category(category), possible)
+    return (
+        t.possible_sessions,
+        t.present_sessions,
+        t.approved_activity_sessions,
+        t.authorised_absence_sessions,
+        t.unauthorised_absence_sessions,
+        int(possible and code == "I"),
+        int(code in LATENESS_CODES),
+    )
 
 
 @dataclass(frozen=True)
 class _Version:
     change_version: int
     code: str
-    category: Category
+    category: str
     possible: bool
 
     def counts(self) -> Counts:
-        return Counts.of(self.code, self.category, self.possible)
+        return counts_of(self.code, self.category, self.possible)
 
 
 # ---------------------------------------------------------------- consumer
@@ -190,7 +187,7 @@ async def apply_marks(
         [m.recorded_at for m in marks],
     )
 
-    deltas: dict[tuple[str, str, int], Counts] = defaultdict(lambda: NO_COUNTS)
+    deltas: dict[tuple[str, str, int], list[int]] = {}
     last_dates: dict[tuple[str, str, int], date] = {}
     changed: set[Pupil] = set()
     amended: dict[Pupil, set[tuple[date, str]]] = defaultdict(set)
@@ -198,9 +195,15 @@ async def apply_marks(
         before = current.get(key)
         if before is not None and before.change_version >= mark.change_version:
             continue  # a duplicate or an older version arriving late: the current mark stands
-        after = _Version(mark.change_version, mark.code, Category(mark.category), mark.possible)
         enrolment = (mark.urn, mark.upn, academic_year(mark.date))
-        deltas[enrolment] = deltas[enrolment] + after.counts() - (before.counts() if before else NO_COUNTS)
+        delta = deltas.get(enrolment)
+        if delta is None:
+            delta = deltas[enrolment] = [0] * len(NO_COUNTS)
+        old = before.counts() if before else NO_COUNTS
+        for i, (new_count, old_count) in enumerate(
+            zip(counts_of(mark.code, mark.category, mark.possible), old, strict=True)
+        ):
+            delta[i] += new_count - old_count
         last_dates[enrolment] = max(last_dates.get(enrolment, mark.date), mark.date)
         changed.add((mark.urn, mark.upn))
         if before is not None:
@@ -225,7 +228,7 @@ async def _current_versions(conn, keys: Iterable[SessionKey]) -> dict[SessionKey
     )
     return {
         (r["urn"], r["upn"], r["date"], r["session"]): _Version(
-            r["change_version"], r["code"], Category(r["category"]), r["possible"]
+            r["change_version"], r["code"], r["category"], r["possible"]
         )
         for r in rows
     }
@@ -243,24 +246,10 @@ _TOTAL_COLUMNS = (
 
 
 async def _add_to_totals(
-    conn, deltas: dict[tuple[str, str, int], Counts], last_dates: dict[tuple[str, str, int], date]
+    conn, deltas: dict[tuple[str, str, int], list[int]], last_dates: dict[tuple[str, str, int], date]
 ) -> None:
     keys = list(deltas)
-    columns: list[list[int]] = [[] for _ in _TOTAL_COLUMNS]
-    for key in keys:
-        d = deltas[key]
-        t = d.totals
-        values = (
-            t.possible_sessions,
-            t.present_sessions,
-            t.approved_activity_sessions,
-            t.authorised_absence_sessions,
-            t.unauthorised_absence_sessions,
-            d.illness,
-            d.late,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
+    columns = [list(column) for column in zip(*(deltas[k] for k in keys), strict=True)]
     names = ", ".join(_TOTAL_COLUMNS)
     arrays = ", ".join(f"${i}::int[]" for i in range(5, 5 + len(_TOTAL_COLUMNS)))
     updates = ", ".join(f"{c} = t.{c} + excluded.{c}" for c in _TOTAL_COLUMNS)
@@ -316,30 +305,31 @@ async def _school_contexts(session: AsyncSession, urns: set[str]) -> dict[str, _
     return contexts
 
 
-def _may_fire(rules: Rules, this_year: dict[str, int], earlier: dict[str, int]) -> bool:
+def _may_fire(rules: Rules, this_year: Any, earlier: Any) -> bool:
     """A cheap necessary condition for any rule to fire, from the totals alone: most pupils are
     rarely absent, and their marks need not be read to know that nothing fires."""
-    totals = Totals(*(this_year[c] for c in _TOTAL_COLUMNS[:5]))
-    unauthorised = this_year["unauthorised_absence_sessions"] + earlier.get("unauthorised_absence_sessions", 0)
-    late = this_year["late_sessions"] + earlier.get("late_sessions", 0)
-    checks = (
-        rules.persistent_absence.enabled
-        and totals.possible_sessions >= rules.persistent_absence.min_possible_sessions
-        and totals.reaches(rules.persistent_absence.percent),
-        rules.severe_absence.enabled
-        and totals.possible_sessions >= rules.severe_absence.min_possible_sessions
-        and totals.reaches(rules.severe_absence.percent),
-        rules.support_map_days.enabled
-        and bool(rules.support_map_days.steps)
-        and totals.absence_sessions >= 2 * rules.support_map_days.steps[0].days,
-        rules.illness_15_days.enabled and this_year["illness_sessions"] >= 2 * rules.illness_15_days.school_days,
-        rules.penalty_notice_threshold.enabled and unauthorised >= rules.penalty_notice_threshold.unauthorised_sessions,
-        rules.persistent_lateness.enabled and late >= rules.persistent_lateness.late_sessions,
-        rules.continuous_unauthorised_10_days.enabled
-        and unauthorised >= rules.continuous_unauthorised_10_days.school_days,
-        rules.continuous_absence_20_days.enabled and unauthorised >= rules.continuous_absence_20_days.school_days,
+    unauthorised = this_year["unauthorised_absence_sessions"] + (
+        earlier["unauthorised_absence_sessions"] if earlier else 0
     )
-    return any(checks)
+    late = this_year["late_sessions"] + (earlier["late_sessions"] if earlier else 0)
+    absent = this_year["authorised_absence_sessions"] + this_year["unauthorised_absence_sessions"]
+    if rules.penalty_notice_threshold.enabled and unauthorised >= rules.penalty_notice_threshold.unauthorised_sessions:
+        return True
+    if rules.persistent_lateness.enabled and late >= rules.persistent_lateness.late_sessions:
+        return True
+    for run in (rules.continuous_unauthorised_10_days, rules.continuous_absence_20_days):
+        if run.enabled and unauthorised >= run.school_days:
+            return True
+    if rules.illness_15_days.enabled and this_year["illness_sessions"] >= 2 * rules.illness_15_days.school_days:
+        return True
+    support_map = rules.support_map_days
+    if support_map.enabled and support_map.steps and absent >= 2 * support_map.steps[0].days:
+        return True
+    totals = Totals(*(this_year[c] for c in _TOTAL_COLUMNS[:5]))
+    return any(
+        rule.enabled and totals.possible_sessions >= rule.min_possible_sessions and totals.reaches(rule.percent)
+        for rule in (rules.persistent_absence, rules.severe_absence)
+    )
 
 
 async def evaluate_pupils(
@@ -382,8 +372,8 @@ async def evaluate_pupils(
         if not years or context is None:
             continue
         latest = years[0]  # highest academic year with marks
-        earlier = dict(years[1]) if len(years) > 1 else {}
-        if active.get(pupil) or _may_fire(context.rules, dict(latest), earlier):
+        earlier = years[1] if len(years) > 1 else None
+        if active.get(pupil) or _may_fire(context.rules, latest, earlier):
             year, as_of = latest["academic_year"], latest["last_date"]
             candidates[pupil] = year
             key = (pupil[0], as_of, year)
@@ -565,7 +555,7 @@ async def pupil_attendance(
             upn,
             academic_year(today),
         )
-        totals = Totals(*(row[c] for c in _TOTAL_COLUMNS[:5])) if row else NO_COUNTS.totals
+        totals = Totals(*(row[c] for c in _TOTAL_COLUMNS[:5])) if row else Totals.ZERO
         return _attendance_out(totals, rules, year_start, min(today, year_end), None)
     start = start or year_start
     end = end or min(today, year_end)
@@ -581,7 +571,7 @@ async def pupil_attendance(
         end,
         as_of,
     )
-    totals = NO_COUNTS.totals
+    totals = Totals.ZERO
     for r in rows:
         totals = totals + mark_totals(Category(r["category"]), r["possible"])
     return _attendance_out(totals, rules, start, end, as_of)

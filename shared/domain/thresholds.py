@@ -9,9 +9,10 @@ changes is the caller's job.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -98,20 +99,38 @@ class Totals:
         """
         if not self.possible_sessions:
             return False
-        return self.absence_sessions * 100 >= Fraction(str(percent)) * self.possible_sessions
+        return self.absence_sessions * 100 >= _exact(percent) * self.possible_sessions
 
     def __add__(self, other: Totals) -> Totals:
         if not isinstance(other, Totals):
             return NotImplemented
-        return Totals(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return Totals(
+            self.possible_sessions + other.possible_sessions,
+            self.present_sessions + other.present_sessions,
+            self.approved_activity_sessions + other.approved_activity_sessions,
+            self.authorised_absence_sessions + other.authorised_absence_sessions,
+            self.unauthorised_absence_sessions + other.unauthorised_absence_sessions,
+        )
 
     def __sub__(self, other: Totals) -> Totals:
         if not isinstance(other, Totals):
             return NotImplemented
-        return Totals(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return Totals(
+            self.possible_sessions - other.possible_sessions,
+            self.present_sessions - other.present_sessions,
+            self.approved_activity_sessions - other.approved_activity_sessions,
+            self.authorised_absence_sessions - other.authorised_absence_sessions,
+            self.unauthorised_absence_sessions - other.unauthorised_absence_sessions,
+        )
 
 
 Totals.ZERO = Totals(0, 0, 0, 0, 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _exact(percent: Decimal | float | int) -> Fraction:
+    """A policy's percent as an exact fraction (0.1 as a float is not one tenth); policies hold few."""
+    return Fraction(str(percent))
 
 
 def mark_totals(category: Category, possible: bool) -> Totals:
