@@ -55,7 +55,14 @@ class PlatformSettings(BaseSettings):
 
 
 class ServiceSettings(PlatformSettings):
-    """Base for a service's settings: the shared ones plus its name and port."""
+    """Base for a service's settings: the shared ones plus its name and port.
+
+    Each service reads its port from `<SERVICE>_PORT`; code (tests, the CLI) may also pass `port=`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=platform_env_file(), env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
 
     service_name: str = "service"
     host: str = "127.0.0.1"

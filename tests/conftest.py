@@ -163,6 +163,18 @@ async def thresholds(settings_overrides: dict[str, Any], registers: RunningServi
         yield service
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def casework(settings_overrides: dict[str, Any], thresholds: RunningService) -> AsyncIterator[RunningService]:
+    from services.casework.main import build_app
+    from services.casework.settings import CaseworkSettings
+
+    settings = CaseworkSettings(
+        **settings_overrides, port=free_port(), consumer_batch_timeout_ms=20, clock_scan_seconds=0.5
+    )
+    async with running_service(build_app, settings) as service:
+        yield service
+
+
 @pytest.fixture(scope="session")
 def token(platform_settings: PlatformSettings) -> Callable[..., str]:
     """token(Role.SCHOOL, urns={...}) / token(Role.LA_OFFICER, la_code=...) / token(Role.OPS)."""

@@ -1,14 +1,9 @@
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings, platform_env_file
+from shared.settings import ServiceSettings
 
 
 class CaseworkSettings(ServiceSettings):
-    model_config = SettingsConfigDict(
-        env_file=platform_env_file(), env_prefix="", extra="ignore", env_nested_delimiter="__"
-    )
-
     service_name: str = "casework"
     port: int = Field(8003, validation_alias="CASEWORK_PORT")
     consumer_group: str = Field("casework", description="Kafka consumer group of the alerts consumer")

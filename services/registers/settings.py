@@ -1,14 +1,9 @@
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings, platform_env_file
+from shared.settings import ServiceSettings
 
 
 class RegistersSettings(ServiceSettings):
-    model_config = SettingsConfigDict(
-        env_file=platform_env_file(), env_prefix="", extra="ignore", env_nested_delimiter="__"
-    )
-
     service_name: str = "registers"
     port: int = Field(8001, validation_alias="REGISTERS_PORT")
     retention_years: int = Field(

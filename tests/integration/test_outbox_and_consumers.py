@@ -20,19 +20,22 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.auth import Role
 from shared.consumer import ConsumerRunner
 from shared.db import make_engine, make_sessionmaker
+from shared.devstack import TansuBroker, drop_database, ensure_database, free_port
 from shared.events import MARKS_TOPIC, CloudEvent, MarkAmended, MarkRecorded, make_event, parse_event
 from shared.kafka import make_producer
-from shared.migrations import create_platform_tables_v1
+from shared.migrations import create_platform_tables_v1, upgrade
 from shared.outbox import OutboxRelay, _lease_key, encode, enqueue
-from tests.conftest import TEST_LA, read_events
+from tests.conftest import TEST_LA, read_events, running_service
 
 # ---------------------------------------------------------------------------------- helpers
 
@@ -259,7 +262,41 @@ async def post_register(http: Any, urn: str, on: str, session: str, code: str, u
 # ---------------------------------------------------------------------------------- tests
 
 
-async def _outage_scenario(registers, school, new_upn, broker, database_url, outage: float) -> None:
+@pytest_asyncio.fixture(loop_scope="session")
+async def outage_stack(postgres_admin_url, settings_overrides, token, new_urn, tmp_path):
+    """The outage tests stop and restart their broker, which then forgets everything (Tansu keeps
+    nothing): they get their own broker, database and registers service, so that the shared ones
+    and the services consuming them are undisturbed."""
+    from services.registers.main import build_app
+    from services.registers.settings import RegistersSettings
+
+    name = unique("attendance_outage_")
+    await ensure_database(postgres_admin_url, name)
+    database_url = postgres_admin_url.rsplit("/", 1)[0] + f"/{name}"
+    await asyncio.to_thread(upgrade, "registers", database_url)
+    broker = TansuBroker(free_port(), tmp_path / "tansu.log")
+    broker.start()
+    overrides = {
+        **settings_overrides,
+        "database_url": database_url,
+        "kafka_bootstrap_servers": broker.bootstrap_servers,
+    }
+    try:
+        async with running_service(build_app, RegistersSettings(**overrides, port=free_port())) as registers:
+            urn = new_urn()
+            async with registers.client(token(Role.OPS)) as ops:
+                created = await ops.post(
+                    "/v1/schools", json={"urn": urn, "name": "Outage School", "la_code": TEST_LA, "phase": "primary"}
+                )
+                assert created.status_code == 201, created.text
+            school = {"urn": urn, "la_code": TEST_LA, "token": token(Role.SCHOOL, urns={urn})}
+            yield registers, school, broker, database_url
+    finally:
+        broker.stop()
+        await drop_database(postgres_admin_url, name)
+
+
+async def _outage_scenario(registers, school, broker, database_url, new_upn, outage: float) -> None:
     """Register 1 flows through; the broker stops; registers 2 and 3 are posted (201, events kept in
     the outbox); `outage` seconds after the posts the broker starts again (same port, empty: Tansu
     keeps nothing); every mark of registers 2 and 3 must reach the downstream consumer exactly once."""
@@ -309,7 +346,7 @@ async def _outage_scenario(registers, school, new_upn, broker, database_url, out
             assert set(marks) == expected and set(marks.values()) == {1}
             assert await _registers_backlog(db) == 0
         finally:
-            await asyncio.to_thread(broker.start)  # no-op if running: other tests share the broker
+            await asyncio.to_thread(broker.start)  # no-op if running
 
 
 @pytest.mark.xfail(
@@ -321,20 +358,16 @@ async def _outage_scenario(registers, school, new_upn, broker, database_url, out
         "then deletes the outbox rows (shared/outbox.py OutboxRelay._publish_once)"
     ),
 )
-async def test_broker_outage_during_ingest_loses_and_duplicates_nothing(
-    registers, school, new_upn, broker, database_url
-):
+async def test_broker_outage_during_ingest_loses_and_duplicates_nothing(outage_stack, new_upn):
     """The acceptance test: a short outage (the broker is back within a second or two)."""
-    await _outage_scenario(registers, school, new_upn, broker, database_url, outage=0.5)
+    await _outage_scenario(*outage_stack, new_upn, outage=0.5)
 
 
-async def test_long_broker_outage_during_ingest_loses_and_duplicates_nothing(
-    registers, school, new_upn, broker, database_url
-):
+async def test_long_broker_outage_during_ingest_loses_and_duplicates_nothing(outage_stack, new_upn):
     """An outage longer than the relay producer's request timeout (10 s): the relay's pending
     sends fail, it reconnects and re-creates its topics, and republishes the whole backlog; the
     consumer recovers from its stale group state. Nothing is lost or applied twice."""
-    await _outage_scenario(registers, school, new_upn, broker, database_url, outage=11.0)
+    await _outage_scenario(*outage_stack, new_upn, outage=11.0)
 
 
 async def _count(db: Downstream, expected: int) -> bool:
@@ -364,7 +397,7 @@ async def _lease_holders(db: Downstream, schema: str) -> list[str]:
     return [r.application_name for r in rows]
 
 
-async def test_relay_lease_allows_one_publisher_and_fails_over(database_url, broker):
+async def test_relay_lease_allows_one_publisher_and_fails_over(registers, database_url, broker):
     """Two relays on one outbox: one holds the advisory lock and publishes, the other stands by;
     each event goes out exactly once; when the holder stops the other takes over.
 

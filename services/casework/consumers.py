@@ -1,0 +1,44 @@
+"""What casework listens to: alerts (cases open and gather notes) and the registry's schools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+
+from services.casework import service
+from services.casework.models import SCHEMA
+from services.casework.settings import CaseworkSettings
+from shared.app import Runtime
+from shared.consumer import ConsumerRunner
+from shared.events import ALERTS_TOPIC, REGISTERS_TOPIC
+from shared.time import school_today
+
+
+def alerts_consumer(runtime: Runtime) -> ConsumerRunner:
+    settings: CaseworkSettings = runtime.settings  # type: ignore[assignment]
+    return ConsumerRunner(
+        name=settings.consumer_group,
+        schema=SCHEMA,
+        topics=[ALERTS_TOPIC, REGISTERS_TOPIC],
+        handler=functools.partial(service.handle_events, settings=settings),
+        sessionmaker=runtime.sessionmaker,
+        bootstrap=settings.kafka_bootstrap_servers,
+        partitions=settings.kafka_topic_partitions,
+        batch_size=settings.consumer_batch_size,
+        batch_timeout_ms=settings.consumer_batch_timeout_ms,
+    )
+
+
+def clock_scanner(runtime: Runtime):
+    """Marks clocks overdue as their dates pass; any replica may run it, one scans at a time."""
+    settings: CaseworkSettings = runtime.settings  # type: ignore[assignment]
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            async with runtime.sessionmaker() as session, session.begin():
+                await service.mark_overdue_clocks(session, settings, school_today())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.clock_scan_seconds)
+
+    return run

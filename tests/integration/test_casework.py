@@ -1,0 +1,323 @@
+"""Casework through HTTP and the broker: a register to an alert to a case, then an officer's
+journey from Stage 1 to a legal decision with every guard enforced, and the escalation events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
+from typing import Any
+
+from shared.auth import Role
+from shared.events import ESCALATIONS_TOPIC, CaseEvent, ClockOverdue
+from shared.time import school_today
+from tests.conftest import TEST_LA, read_events
+
+DAYS = [
+    date(2025, 11, 3) + timedelta(days=d) for d in range(12) if (date(2025, 11, 3) + timedelta(days=d)).weekday() < 5
+]
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
+        await asyncio.sleep(0.1)
+
+
+async def persistently_absent(registers, school: dict[str, Any], upn: str) -> None:
+    """Four unauthorised sessions out of twenty: 20 %, a persistent absence alert."""
+    async with registers.client(school["token"]) as mis:
+        for index, day in enumerate(DAYS):
+            for session in ("AM", "PM"):
+                code = "O" if index < 2 else ("/" if session == "AM" else "\\")
+                body = {"date": day.isoformat(), "session": session, "marks": [{"upn": upn, "code": code}]}
+                response = await mis.post(f"/v1/schools/{school['urn']}/registers", json=body)
+                assert response.status_code == 201, response.text
+
+
+async def case_of(http, upn: str) -> dict[str, Any] | None:
+    response = await http.get("/v1/cases", params={"upn": upn})
+    assert response.status_code == 200, response.text
+    items = response.json()["items"]
+    return items[0] if items else None
+
+
+async def open_case(http, urn: str, upn: str, reason: str = "Concern") -> Any:
+    """POST /v1/cases once the school's registry event has reached casework."""
+
+    async def attempt() -> Any:
+        response = await http.post("/v1/cases", json={"urn": urn, "upn": upn, "reason": reason})
+        return None if response.status_code == 404 else response
+
+    return await eventually(attempt, f"school {urn} to reach casework")
+
+
+class Officer:
+    """Acts on one case over HTTP, sending the version it last read (If-Match)."""
+
+    def __init__(self, http, case: dict[str, Any]) -> None:
+        self.http, self.case = http, case
+
+    async def record(self, kind: str, on: date, **details: Any) -> None:
+        response = await self.http.post(
+            f"/v1/cases/{self.case['id']}/actions",
+            json={"kind": kind, "occurred_on": on.isoformat(), "details": details},
+            headers={"If-Match": str(self.case["version"])},
+        )
+        assert response.status_code == 201, response.text
+        await self.refresh()
+
+    async def send(self, event: str, expect: int = 200, **payload: Any) -> dict[str, Any]:
+        response = await self.http.post(
+            f"/v1/cases/{self.case['id']}/transitions",
+            json={"event": event, "payload": payload},
+            headers={"If-Match": str(self.case["version"])},
+        )
+        assert response.status_code == expect, response.text
+        if expect == 200:
+            self.case = response.json()
+        return response.json()
+
+    async def refresh(self) -> None:
+        self.case = (await self.http.get(f"/v1/cases/{self.case['id']}")).json()
+
+
+async def test_alert_opens_a_case_and_an_officer_takes_it_to_a_legal_decision(
+    registers, thresholds, casework, school, new_upn, token, broker
+):
+    urn, upn = school["urn"], new_upn()
+    await persistently_absent(registers, school, upn)
+    officer_token = token(Role.LA_OFFICER, la_code=TEST_LA)
+    async with casework.client(school["token"]) as school_http, casework.client(officer_token) as la_http:
+        case = await eventually(lambda: case_of(school_http, upn), "a case opened by the PA alert")
+        assert case["state"] == "stage_1" and case["urn"] == urn and "escalate_to_stage_2" in case["next_events"]
+        head = Officer(school_http, case)
+        timeline = (await school_http.get(f"/v1/cases/{case['id']}/timeline")).json()
+        assert timeline[0]["kind"] == "open" and timeline[0]["by"] == "system"
+
+        # Stage 1 -> 2 needs dated contacts and the stage 1 letter.
+        refused = await head.send("escalate_to_stage_2", expect=409, reason="No improvement")
+        assert refused["type"].endswith("missing-evidence")
+        assert {m["id"] for m in refused["missing_evidence"]} >= {"stage_1_contact", "stage_1_letter"}
+        await head.record(
+            "contact",
+            DAYS[2],
+            method="call",
+            with_whom="Mother",
+            summary="Discussed absence",
+            reasons_or_barriers="Anxiety about a new class",
+        )
+        await head.record("early_help", DAYS[2], status="considered", notes="Family hub discussed")
+        await head.record(
+            "letter_sent", DAYS[3], letter="stage_1", posted_on=DAYS[3].isoformat(), address_recorded=True
+        )
+        await head.send("escalate_to_stage_2", reason="No improvement after the stage 1 letter")
+        assert head.case["state"] == "stage_2"
+
+        # Stage 2 -> 3 without the stage 2 evidence: every missing item is named.
+        refused = await head.send("refer_to_ews", expect=409, summary="Exhausted")
+        assert {m["id"] for m in refused["missing_evidence"]} == {
+            "stage_2_letter",
+            "school_attendance_meeting",
+            "stage_2_review",
+            "further_early_help_offer",
+        }
+        await head.record(
+            "letter_sent", DAYS[4], letter="stage_2", posted_on=DAYS[4].isoformat(), address_recorded=True
+        )
+        await head.record(
+            "school_attendance_meeting",
+            DAYS[5],
+            held_on=DAYS[5].isoformat(),
+            attendees=["Mother", "Head of year"],
+            barriers=["Anxiety"],
+            actions=["Morning check-in"],
+            target_percent="95",
+            target_from=DAYS[5].isoformat(),
+            target_to=(DAYS[5] + timedelta(weeks=6)).isoformat(),
+        )
+        worklist = (await la_http.get("/v1/casework/worklist", params={"due_before": "2026-12-31"})).json()
+        review = [w for w in worklist["items"] if w["case_id"] == case["id"] and w["clock"] == "review"]
+        assert review and review[0]["due_on"] == (DAYS[5] + timedelta(weeks=6)).isoformat()
+        assert review[0]["earliest_on"] == (DAYS[5] + timedelta(weeks=4)).isoformat()
+        await head.record("early_help", DAYS[5], status="offered", notes="Offered again at the SAM")
+        await head.send("review_recorded", held_on=(DAYS[5] + timedelta(weeks=5)).isoformat(), outcome="no_improvement")
+        assert head.case["state"] == "stage_2"
+        await head.send("refer_to_ews", summary="Stage 1 and 2 exhausted; attendance 80 %")
+        assert head.case["state"] == "stage_3_referred"
+
+        # Only the LA decides on the referral.
+        assert (await head.send("ews_accepted", expect=403, route="attendance_planning_meeting"))["status"] == 403
+        ews = Officer(la_http, head.case)
+        await ews.send("ews_accepted", route="attendance_planning_meeting")
+        apm_on = school_today()  # APMs count from the EWS acceptance: the investigation under way
+        await ews.send(
+            "attendance_planning_meeting_held",
+            held_on=apm_on.isoformat(),
+            parents_present=False,
+            minutes="Parents did not attend; proceeded and minuted",
+        )
+        await ews.send(
+            "attendance_planning_meeting_held",
+            held_on=(apm_on + timedelta(weeks=6)).isoformat(),
+            parents_present=True,
+            minutes="Review APM",
+        )
+        third = await ews.send(
+            "attendance_planning_meeting_held",
+            expect=409,
+            held_on=(apm_on + timedelta(weeks=12)).isoformat(),
+            parents_present=True,
+            minutes="A third",
+        )
+        assert [m["id"] for m in third["missing_evidence"]] == ["attendance_planning_meeting_limit"]
+
+        issued = apm_on + timedelta(weeks=13)
+        await ews.send("propose_legal_action", proposed="penalty_notice", reason="No improvement after two APMs")
+        assert ews.case["state"] == "legal_action_proposed"
+        # A school cannot decide; an officer can, and the notice's payment clocks start.
+        await Officer(school_http, ews.case).send(
+            "decide_legal_action", expect=403, decision="penalty_notice", decided_on=issued.isoformat(), parent_ref="P1"
+        )
+        await ews.send("decide_legal_action", decision="penalty_notice", decided_on=issued.isoformat(), parent_ref="P1")
+        assert ews.case["state"] == "legal_action"
+        bundle = (await la_http.get(f"/v1/cases/{case['id']}/evidence")).json()
+        payments = [c for c in bundle["clocks"] if c["kind"] == "penalty_notice_payment"]
+        early, final = issued + timedelta(days=21), issued + timedelta(days=28)
+        assert [(c["due_on"], c["detail"]) for c in payments] == [
+            (early.isoformat(), f"£80 if paid by {early}"),
+            (final.isoformat(), f"£160 if paid by {final}"),
+        ]
+        kinds = [e["kind"] for e in bundle["timeline"]]
+        assert kinds.count("attendance_planning_meeting") == 2 and "legal_decision" in kinds
+        printable = await la_http.get(f"/v1/cases/{case['id']}/evidence", params={"format": "html"})
+        assert (
+            printable.headers["content-type"].startswith("text/html") and "Anxiety about a new class" in printable.text
+        )
+
+    events = await read_events(
+        broker.bootstrap_servers,
+        ESCALATIONS_TOPIC,
+        lambda e: isinstance(e.data, CaseEvent) and e.data.case_id == case["id"],
+        expected=6,
+    )
+    assert [e.type for e in events] == [
+        "casework.case.opened",
+        "casework.stage.changed",
+        "casework.referral.made",
+        "casework.referral.accepted",
+        "casework.legal_action.proposed",
+        "casework.legal_action.decided",
+    ]
+    assert all(e.subject == upn and e.data.link.endswith(f"/v1/cases/{case['id']}") for e in events)
+
+
+async def test_the_map_cin_cp_route_needs_the_consultation_not_a_meeting(casework, registers, school, new_upn, token):
+    urn, upn = school["urn"], new_upn()
+    async with casework.client(school["token"]) as http:
+        opened = await open_case(http, urn, upn, "Social worker raised concerns")
+        assert opened.status_code == 201, opened.text
+        head = Officer(http, opened.json())
+        again = await http.post("/v1/cases", json={"urn": urn, "upn": upn, "reason": "twice"})
+        assert again.status_code == 409
+        await head.record(
+            "contact",
+            DAYS[0],
+            method="home_visit",
+            with_whom="Father",
+            summary="Visit",
+            reasons_or_barriers="Young carer",
+        )
+        await head.record("early_help", DAYS[0], status="offered")
+        await head.record(
+            "letter_sent", DAYS[1], letter="stage_1", posted_on=DAYS[1].isoformat(), address_recorded=True
+        )
+        await head.send("escalate_to_stage_2", reason="Known to children's social care")
+        await head.record(
+            "letter_sent", DAYS[2], letter="stage_2", posted_on=DAYS[2].isoformat(), address_recorded=True
+        )
+        await head.record("plan_route", DAYS[2], plan="CIN", attendance_actions=["Transport arranged by the plan"])
+        refused = await head.send("refer_to_ews", expect=409, summary="CIN plan")
+        assert [m["id"] for m in refused["missing_evidence"]] == ["lead_professional_consultation"]
+        await head.record(
+            "lead_professional_consultation",
+            DAYS[3],
+            with_role="social_worker",
+            held_on=DAYS[3].isoformat(),
+            agreed_enforcement_referral=True,
+        )
+        await head.send("refer_to_ews", summary="CIN plan; social worker agrees")
+        assert head.case["state"] == "stage_3_referred"
+
+
+async def test_two_officers_on_one_case_cannot_lose_an_update(casework, school, new_upn, token):
+    urn, upn = school["urn"], new_upn()
+    async with casework.client(school["token"]) as first, casework.client(school["token"]) as second:
+        case = (await open_case(first, urn, upn)).json()
+        version = str(case["version"])
+        a, b = await asyncio.gather(
+            *(
+                client.post(
+                    f"/v1/cases/{case['id']}/actions",
+                    json={"kind": "note", "occurred_on": DAYS[0].isoformat(), "details": {"text": text}},
+                    headers={"If-Match": version},
+                )
+                for client, text in ((first, "first"), (second, "second"))
+            )
+        )
+        assert sorted([a.status_code, b.status_code]) == [201, 409]
+        loser = a if a.status_code == 409 else b
+        assert loser.json()["type"].endswith("stale-case")
+        notes = [e for e in (await first.get(f"/v1/cases/{case['id']}/timeline")).json() if e["kind"] == "note"]
+        assert len(notes) == 1  # the refused one left no trace
+
+
+async def test_overdue_letter_clock_raises_an_event(casework, school, new_upn, broker, database_url):
+    from sqlalchemy import text
+
+    from shared.db import make_engine
+
+    urn, upn = school["urn"], new_upn()
+    async with casework.client(school["token"]) as http:
+        case = (await open_case(http, urn, upn)).json()
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        async with engine.begin() as conn:  # the stage 1 letter was due a week ago
+            await conn.execute(
+                text("UPDATE casework.clocks SET due_on = current_date - 7 WHERE case_id = :id"), {"id": case["id"]}
+            )
+    finally:
+        await engine.dispose()
+    events = await read_events(
+        broker.bootstrap_servers,
+        ESCALATIONS_TOPIC,
+        lambda e: isinstance(e.data, ClockOverdue) and e.data.case_id == case["id"],
+        expected=1,
+    )
+    assert [e.data.clock for e in events] == ["stage_1_letter"]
+    async with casework.client(school["token"]) as http:
+        overdue = (await http.get("/v1/cases", params={"urn": urn, "overdue": "true"})).json()["items"]
+        assert case["id"] in [c["id"] for c in overdue]
+
+
+async def test_workflow_is_served_from_the_table_and_access_is_scoped(casework, school, new_upn, token, new_urn):
+    async with casework.client() as anonymous:
+        table = (await anonymous.get("/v1/casework/workflow")).json()
+        diagram = (await anonymous.get("/v1/casework/workflow.mmd")).text
+    events = {t["event"] for t in table["transitions"]}
+    assert {"refer_to_ews", "ews_declined", "decide_legal_action", "reopen"} <= events
+    assert diagram.startswith("stateDiagram-v2") and all(e in diagram for e in events)
+    async with casework.client(school["token"]) as http:
+        case = (await open_case(http, school["urn"], new_upn())).json()
+    async with casework.client(token(Role.SCHOOL, urns={new_urn()})) as other:
+        assert (await other.get(f"/v1/cases/{case['id']}")).status_code == 404
+        assert (await other.get("/v1/cases", params={"urn": school["urn"]})).status_code == 403
+    async with casework.client(token(Role.LA_OFFICER, la_code="802")) as other_la:
+        assert (await other_la.get(f"/v1/cases/{case['id']}")).status_code == 404
+        assert (await other_la.get("/v1/casework/worklist", params={"la_code": TEST_LA})).status_code == 403
