@@ -26,6 +26,8 @@ DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 
 PLATFORM_ENV_REQUIRED = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "JWT_SECRET")
+from shared.cli import SERVICES as CLI_SERVICES  # noqa: E402
+
 INFRA_SERVICES = ("postgres", "kafka")
 
 
@@ -177,7 +179,7 @@ def test_no_obsolete_version_key() -> None:
 def test_expected_services_exist() -> None:
     assert set(INFRA_SERVICES) <= set(SERVICES)
     assert "migrate" in APP_SERVICES
-    assert "registers" in SERVING_SERVICES
+    assert set(CLI_SERVICES) <= set(SERVING_SERVICES)  # every service that exists runs in the stack
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
@@ -266,7 +268,7 @@ def test_serving_service_port_is_consistent(name: str) -> None:
     assert (REPO_ROOT / "services" / service_package).is_dir(), service_package
     port = flag_value(argv, "--port")
     assert flag_value(argv, "--host") == "0.0.0.0"
-    assert env_of(svc).get("PORT") == port
+    assert env_of(svc)["PUBLIC_URL"].endswith(f":{port}")  # links in its events lead back to it
     assert f"{port}:{port}" in [str(p) for p in svc.get("ports", [])]
     probe = " ".join(str(t) for t in svc["healthcheck"]["test"])
     assert f":{port}/readyz" in probe
