@@ -17,11 +17,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from shared.settings import data_dir, platform_env_file
+from shared.settings import REPO_ROOT, data_dir, platform_env_file
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 school_app = typer.Typer(help="The registry of schools.", no_args_is_help=True)
@@ -30,8 +31,10 @@ registers_app = typer.Typer(help="Register maintenance.", no_args_is_help=True)
 app.add_typer(school_app, name="school")
 app.add_typer(client_app, name="client")
 thresholds_app = typer.Typer(help="Running attendance and alerts.", no_args_is_help=True)
+casework_app = typer.Typer(help="The casework workflow.", no_args_is_help=True)
 app.add_typer(registers_app, name="registers")
 app.add_typer(thresholds_app, name="thresholds")
+app.add_typer(casework_app, name="casework")
 
 T = TypeVar("T")
 
@@ -495,6 +498,17 @@ def thresholds_rebuild() -> None:
         f"replayed {report.events} events ({report.unreadable} unreadable, skipped); "
         f"re-evaluated {report.pupils_evaluated} pupils"
     )
+
+
+@casework_app.command("diagram")
+def casework_diagram(
+    output: Annotated[Path, typer.Option(help="Where to write it")] = REPO_ROOT / "docs" / "casework-workflow.md",
+) -> None:
+    """Write the workflow document (Mermaid diagram and states) generated from the transition table."""
+    from shared.domain.casework import workflow_markdown
+
+    output.write_text(workflow_markdown())
+    typer.echo(f"wrote {output}")
 
 
 def main() -> None:

@@ -1300,3 +1300,24 @@ def mermaid() -> str:
                 start = "[*]" if source is None else source
                 lines += [f"    {start} --> {end} : {label}" for end in ends]
     return "\n".join(lines) + "\n"
+
+
+def workflow_markdown() -> str:
+    """docs/casework-workflow.md: the diagram and the states, from the table itself."""
+    lines = [
+        "# Casework workflow",
+        "",
+        "Generated from `shared/domain/casework.py` (the table the casework service runs); a test fails if",
+        "this drawing and the table differ. Regenerate with `.venv/bin/attendance casework diagram`.",
+        "The same table is served as JSON at `GET /v1/casework/workflow` and as Mermaid at",
+        "`GET /v1/casework/workflow.mmd`.",
+        "",
+        "```mermaid",
+        mermaid().rstrip("\n"),
+        "```",
+        "",
+        "## States",
+        "",
+        *(f"- **{state.value}** ({info.title}): {info.description}" for state, info in STATES.items()),
+    ]
+    return "\n".join(lines) + "\n"

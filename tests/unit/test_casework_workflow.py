@@ -845,3 +845,13 @@ def test_workflow_json() -> None:
     assert set(workflow["guards"]) == set(GUARDS) and all(workflow["guards"].values())
     assert set(workflow["actions"]) == {str(kind) for kind in ActionKind}
     assert workflow["clock_policy_presets"]["widnes"]["penalty_notice_early_amount"] == "60"
+
+
+def test_the_workflow_document_is_generated_from_the_table():
+    """docs/casework-workflow.md cannot drift: regenerate it with `attendance casework diagram`."""
+    from pathlib import Path
+
+    from shared.domain.casework import workflow_markdown
+
+    document = Path(__file__).resolve().parents[2] / "docs" / "casework-workflow.md"
+    assert document.read_text() == workflow_markdown()
