@@ -79,6 +79,10 @@ OPENING_ALERTS: dict[str, frozenset[str]] = {
     "penalty_notice_threshold": frozenset({""}),
 }
 
+# An alert that makes the service propose a penalty notice on a case already at Stage 3 (after an
+# APM or a warning letter); the table's guards decide whether a proposal is possible at all.
+PROPOSES_LEGAL_ACTION = frozenset({"penalty_notice_threshold"})
+
 ACTORS = {Role.SCHOOL: Actor.SCHOOL, Role.LA_OFFICER: Actor.LA_OFFICER, Role.LA_SYSTEM: Actor.SYSTEM}
 
 # The escalation event type each workflow event publishes (anything else: stage changed).
@@ -130,6 +134,8 @@ async def _on_alert(session: AsyncSession, settings: CaseworkSettings, alert: Al
     what = f"Alert {alert.alert_id}: {rule} (policy v{alert.policy_version})"
     if open_case is not None:
         await _record(session, open_case, ActionKind.NOTE, school_today(), {"text": what}, "system", Actor.SYSTEM)
+        if alert.rule_id in PROPOSES_LEGAL_ACTION:
+            await _propose_legal_action(session, settings, open_case, what)
         return
     if alert.step not in OPENING_ALERTS.get(alert.rule_id, frozenset()):
         return
@@ -250,28 +256,39 @@ async def transition(
     expected_version: int | None,
 ) -> Case:
     _check_version(case, expected_version)
-    case_id = case.id  # a failed flush expires the object: keep what the error names
     actor = actor_for(principal)
-    state = CaseState(case.state)
-    outcome = _decide(state, body.event, body.payload, await case_facts(session, case), actor)
+    outcome = _decide(CaseState(case.state), body.event, body.payload, await case_facts(session, case), actor)
+    return await _apply(session, settings, case, outcome, principal.subject, actor)
+
+
+async def _propose_legal_action(session: AsyncSession, settings: CaseworkSettings, case: Case, why: str) -> None:
+    """The machine proposes, never decides: a proposal the table refuses (not at Stage 3, no
+    enforcement step yet) is left as the note already recorded."""
+    payload = {"proposed": LegalDecisionKind.PENALTY_NOTICE.value, "reason": why}
+    try:
+        outcome = apply(
+            CaseState(case.state), "propose_legal_action", payload, await case_facts(session, case), Actor.SYSTEM
+        )
+    except TransitionRefused:
+        return
+    await _apply(session, settings, case, outcome, "system", Actor.SYSTEM)
+
+
+async def _apply(
+    session: AsyncSession, settings: CaseworkSettings, case: Case, outcome: Outcome, by: str, actor: Actor
+) -> Case:
+    """Store an allowed workflow event: its evidence, the new state, the history, the effects."""
+    case_id = case.id  # a failed flush expires the object: keep what the error names
     today = school_today()
     if outcome.records is not None:
-        await _record(
-            session,
-            case,
-            outcome.records,
-            _occurred_on(outcome.payload, today),
-            outcome.payload,
-            principal.subject,
-            actor,
-        )
+        await _record(session, case, outcome.records, _occurred_on(outcome.payload, today), outcome.payload, by, actor)
     if outcome.changes_state:
-        case.previous_state = state.value
+        case.previous_state = outcome.source.value if outcome.source else None
         case.state = outcome.target.value
         case.state_entered_on = today
         if outcome.target is CaseState.STAGE_2 and case.stage_2_started_on is None:
             case.stage_2_started_on = today
-    if body.event == "ews_accepted":
+    if outcome.event == "ews_accepted":
         case.investigation_started_on = today
     case.close_outcome = outcome.close_outcome.value if outcome.close_outcome else None
     case.updated_at = datetime.now(UTC)
@@ -279,7 +296,7 @@ async def transition(
         await session.flush()
     except StaleDataError:
         raise _stale(case_id) from None
-    await _after(session, settings, case, outcome, principal.subject, actor, None)
+    await _after(session, settings, case, outcome, by, actor, None)
     return case
 
 

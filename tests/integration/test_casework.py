@@ -384,3 +384,89 @@ async def test_replaying_the_alerts_topic_gives_the_same_cases(
         await live_engine.dispose()
         await replay_engine.dispose()
         await drop_database(postgres_admin_url, name)
+
+
+async def stage_3_accepted(school_http, la_http, urn: str, upn: str) -> Officer:
+    """A case taken through Stage 1 and 2 with all the evidence, referred and accepted by the EWS."""
+    head = Officer(school_http, (await open_case(school_http, urn, upn)).json())
+    await head.record(
+        "contact", DAYS[0], method="call", with_whom="Mother", summary="Absence", reasons_or_barriers="Illness"
+    )
+    await head.record("early_help", DAYS[0], status="considered")
+    await head.record("letter_sent", DAYS[1], letter="stage_1", posted_on=DAYS[1].isoformat(), address_recorded=True)
+    await head.send("escalate_to_stage_2", reason="No improvement")
+    await head.record("letter_sent", DAYS[2], letter="stage_2", posted_on=DAYS[2].isoformat(), address_recorded=True)
+    await head.record(
+        "school_attendance_meeting",
+        DAYS[3],
+        held_on=DAYS[3].isoformat(),
+        attendees=["Mother"],
+        actions=["Daily check-in"],
+        target_percent="95",
+        target_from=DAYS[3].isoformat(),
+        target_to=(DAYS[3] + timedelta(weeks=6)).isoformat(),
+    )
+    await head.record("early_help", DAYS[3], status="offered")
+    await head.send("review_recorded", held_on=(DAYS[3] + timedelta(weeks=5)).isoformat(), outcome="no_engagement")
+    await head.send("refer_to_ews", summary="Exhausted")
+    ews = Officer(la_http, head.case)
+    await ews.send("ews_accepted", route="attendance_planning_meeting")
+    return ews
+
+
+async def test_a_penalty_notice_alert_makes_the_service_propose_and_an_officer_decide(
+    casework, school, new_upn, token, broker
+):
+    from aiokafka import AIOKafkaProducer
+
+    from shared.events import ALERTS_TOPIC, AlertRaised, make_event
+
+    urn, upn = school["urn"], new_upn()
+    officer = token(Role.LA_OFFICER, la_code=TEST_LA)
+    async with casework.client(school["token"]) as school_http, casework.client(officer) as la_http:
+        ews = await stage_3_accepted(school_http, la_http, urn, upn)
+        await ews.send(
+            "attendance_planning_meeting_held",
+            held_on=school_today().isoformat(),
+            parents_present=True,
+            minutes="Targets agreed",
+        )
+        alert = AlertRaised(
+            alert_id=987654,
+            urn=urn,
+            la_code=TEST_LA,
+            upn=upn,
+            rule_id="penalty_notice_threshold",
+            step="",
+            policy_version=0,
+            figures={"count": 10, "threshold": 10},
+            window_from=DAYS[0],
+            window_to=DAYS[-1],
+            sessions=[f"{DAYS[0]} AM O"],
+            link="http://thresholds/v1/alerts/987654",
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+        await producer.start()
+        try:
+            event = make_event("thresholds", alert, subject=upn)
+            await producer.send_and_wait(ALERTS_TOPIC, event.model_dump_json().encode(), key=upn.encode())
+        finally:
+            await producer.stop()
+
+        async def proposed() -> bool:
+            await ews.refresh()
+            return ews.case["state"] == "legal_action_proposed"
+
+        await eventually(proposed, "the service's proposal")
+        timeline = (await la_http.get(f"/v1/cases/{ews.case['id']}/timeline")).json()
+        proposal = [e for e in timeline if e["kind"] == "propose_legal_action"]
+        assert proposal and proposal[0]["by"] == "system" and proposal[0]["details"]["proposed"] == "penalty_notice"
+        # The machine stops there: deciding is an officer's act.
+        assert "decide_legal_action" in ews.case["next_events"]
+        await ews.send(
+            "decide_legal_action",
+            decision="no_action",
+            decided_on=school_today().isoformat(),
+            notes="Attendance improved since the APM",
+        )
+        assert ews.case["state"] == "stage_3_accepted"
