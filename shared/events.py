@@ -253,10 +253,7 @@ LegalActionDecided = _case_event("casework.legal_action.decided", "An officer de
 CaseClosed = _case_event("casework.case.closed", "A case was closed with an outcome.")
 
 
-class ClockOverdue(EventData):
-    """A casework clock passed its due date: a review, a letter, an APM follow-up, a payment."""
-
-    event_type: ClassVar[str] = "casework.clock.overdue"
+class _ClockEvent(EventData):
     topic: ClassVar[str] = ESCALATIONS_TOPIC
 
     case_id: int
@@ -266,6 +263,18 @@ class ClockOverdue(EventData):
     clock: str = Field(description="review, stage_1_letter, stage_2_letter, apm_follow_up, penalty_notice_payment")
     due_on: date
     link: str
+
+
+class ClockDue(_ClockEvent):
+    """A clock's window opened: a review may now be held (4 weeks after the meeting, by default)."""
+
+    event_type: ClassVar[str] = "casework.clock.due"
+
+
+class ClockOverdue(_ClockEvent):
+    """A casework clock passed its due date: a review, a letter, an APM follow-up, a payment."""
+
+    event_type: ClassVar[str] = "casework.clock.overdue"
 
 
 EVENT_TYPES: dict[str, type[EventData]] = {
@@ -286,6 +295,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         LegalActionProposed,
         LegalActionDecided,
         CaseClosed,
+        ClockDue,
         ClockOverdue,
     )
 }

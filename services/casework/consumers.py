@@ -31,13 +31,13 @@ def alerts_consumer(runtime: Runtime) -> ConsumerRunner:
 
 
 def clock_scanner(runtime: Runtime):
-    """Marks clocks overdue as their dates pass; any replica may run it, one scans at a time."""
+    """Marks clocks due and overdue as their dates come; any replica may run it, one scans at a time."""
     settings: CaseworkSettings = runtime.settings  # type: ignore[assignment]
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
             async with runtime.sessionmaker() as session, session.begin():
-                await service.mark_overdue_clocks(session, settings, school_today())
+                await service.scan_clocks(session, settings, school_today())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.clock_scan_seconds)
 

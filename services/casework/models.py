@@ -95,7 +95,7 @@ class Clock(Base):
     kind: Mapped[str] = mapped_column(Text)
     earliest_on: Mapped[date | None] = mapped_column(Date)
     due_on: Mapped[date] = mapped_column(Date)
-    status: Mapped[str] = mapped_column(Text, default="open")  # open | met | overdue | stopped
+    status: Mapped[str] = mapped_column(Text, default="open")  # open | due | overdue | met | stopped
     detail: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

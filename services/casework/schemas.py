@@ -143,7 +143,7 @@ class WorkItem(BaseModel):
 
 class Worklist(BaseModel):
     due_before: date
-    items: list[WorkItem] = Field(description="Open and overdue clocks due by then, soonest first")
+    items: list[WorkItem] = Field(description="Clocks not yet met that are due by then, soonest first")
 
 
 class EvidenceBundle(BaseModel):

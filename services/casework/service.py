@@ -55,6 +55,7 @@ from shared.events import (
     CaseEvent,
     CaseOpened,
     CaseStageChanged,
+    ClockDue,
     ClockOverdue,
     CloudEvent,
     LegalActionDecided,
@@ -94,6 +95,8 @@ EVENT_TYPES: dict[str, type[CaseEvent]] = {
     "propose_legal_action": LegalActionProposed,
     "decide_legal_action": LegalActionDecided,
 }
+
+LIVE_CLOCKS = ("open", "due", "overdue")  # not yet met or stopped
 
 REFUSAL_STATUS = {"not_allowed": 409, "forbidden_role": 403, "invalid_payload": 422, "missing_evidence": 409}
 
@@ -448,7 +451,7 @@ async def _carry_out(
         )
 
     async def stop(kinds: Sequence[str] | None, status: str) -> None:
-        query = update(Clock).where(Clock.case_id == case.id, Clock.status.in_(("open", "overdue")))
+        query = update(Clock).where(Clock.case_id == case.id, Clock.status.in_(LIVE_CLOCKS))
         if kinds is not None:
             query = query.where(Clock.kind.in_(kinds))
         await session.execute(query.values(status=status, ended_at=now))
@@ -484,36 +487,47 @@ async def _carry_out(
     await session.flush()
 
 
-async def mark_overdue_clocks(session: AsyncSession, settings: CaseworkSettings, today: date) -> int:
-    """Clocks past their due date become overdue, once, each with an event. One scanner at a time."""
+async def scan_clocks(session: AsyncSession, settings: CaseworkSettings, today: date) -> int:
+    """Clocks whose window has opened become due, and clocks past their date overdue, once each,
+    with an event. One scanner at a time, whichever replica gets there."""
     conn = await raw_connection(session)
     if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('casework.clocks'))"):
         return 0
-    rows = await conn.fetch(
+    returning = "RETURNING k.case_id, k.kind, k.due_on, c.urn, c.la_code, c.upn"
+    overdue = await conn.fetch(
         f"UPDATE {SCHEMA}.clocks k SET status = 'overdue' FROM {SCHEMA}.cases c "
-        "WHERE k.case_id = c.id AND k.status = 'open' AND k.due_on < $1 "
-        "RETURNING k.case_id, k.kind, k.due_on, c.urn, c.la_code, c.upn",
+        f"WHERE k.case_id = c.id AND k.status IN ('open', 'due') AND k.due_on < $1 {returning}",
         today,
     )
-    events = [
-        make_event(
-            SOURCE,
-            ClockOverdue(
-                case_id=r["case_id"],
-                urn=r["urn"],
-                la_code=r["la_code"],
-                upn=r["upn"],
-                clock=r["kind"],
-                due_on=r["due_on"],
-                link=settings.link(f"/v1/cases/{r['case_id']}"),
+    due = await conn.fetch(
+        f"UPDATE {SCHEMA}.clocks k SET status = 'due' FROM {SCHEMA}.cases c "
+        f"WHERE k.case_id = c.id AND k.status = 'open' AND k.earliest_on <= $1 {returning}",
+        today,
+    )
+    messages = [
+        (
+            r["upn"],
+            outbox.encode(
+                make_event(
+                    SOURCE,
+                    model(
+                        case_id=r["case_id"],
+                        urn=r["urn"],
+                        la_code=r["la_code"],
+                        upn=r["upn"],
+                        clock=r["kind"],
+                        due_on=r["due_on"],
+                        link=settings.link(f"/v1/cases/{r['case_id']}"),
+                    ),
+                    subject=r["upn"],
+                )
             ),
-            subject=r["upn"],
         )
+        for model, rows in ((ClockOverdue, overdue), (ClockDue, due))
         for r in rows
     ]
-    if events:
-        await outbox.enqueue(session, SCHEMA, ClockOverdue.topic, [(e.subject, outbox.encode(e)) for e in events])
-    return len(events)
+    await outbox.enqueue(session, SCHEMA, ClockOverdue.topic, messages)
+    return len(messages)
 
 
 # ---------------------------------------------------------------- reads
@@ -567,7 +581,7 @@ async def worklist(
 ) -> schemas.Worklist:
     query = (
         _scope(select(Clock, Case).join(Case, Case.id == Clock.case_id), principal)
-        .where(Clock.status.in_(("open", "overdue")), Clock.due_on <= due_before)
+        .where(Clock.status.in_(LIVE_CLOCKS), Clock.due_on <= due_before)
         .order_by(Clock.due_on, Clock.id)
     )
     if la_code is not None:

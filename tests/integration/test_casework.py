@@ -278,32 +278,60 @@ async def test_two_officers_on_one_case_cannot_lose_an_update(casework, school, 
         assert len(notes) == 1  # the refused one left no trace
 
 
-async def test_overdue_letter_clock_raises_an_event(casework, school, new_upn, broker, database_url):
+async def test_clocks_fall_due_and_overdue_with_events(casework, school, new_upn, broker, database_url):
     from sqlalchemy import text
 
     from shared.db import make_engine
+    from shared.events import ClockDue
 
     urn, upn = school["urn"], new_upn()
     async with casework.client(school["token"]) as http:
-        case = (await open_case(http, urn, upn)).json()
+        head = Officer(http, (await open_case(http, urn, upn)).json())
+        await head.record(
+            "school_attendance_meeting",
+            DAYS[0],
+            held_on=DAYS[0].isoformat(),
+            attendees=["Father"],
+            actions=["Breakfast club"],
+            target_percent="92",
+            target_from=DAYS[0].isoformat(),
+            target_to=(DAYS[0] + timedelta(weeks=6)).isoformat(),
+        )
     engine = make_engine(database_url, pool_size=1)
     try:
-        async with engine.begin() as conn:  # the stage 1 letter was due a week ago
+        async with engine.begin() as conn:  # the stage 1 letter was due a week ago; the review window opened
             await conn.execute(
-                text("UPDATE casework.clocks SET due_on = current_date - 7 WHERE case_id = :id"), {"id": case["id"]}
+                text(
+                    "UPDATE casework.clocks SET due_on = current_date - 7 "
+                    "WHERE case_id = :id AND kind = 'stage_1_letter'"
+                ),
+                {"id": head.case["id"]},
+            )
+            await conn.execute(
+                text(
+                    "UPDATE casework.clocks SET earliest_on = current_date - 1, due_on = current_date + 14 "
+                    "WHERE case_id = :id AND kind = 'review'"
+                ),
+                {"id": head.case["id"]},
             )
     finally:
         await engine.dispose()
     events = await read_events(
         broker.bootstrap_servers,
         ESCALATIONS_TOPIC,
-        lambda e: isinstance(e.data, ClockOverdue) and e.data.case_id == case["id"],
-        expected=1,
+        lambda e: isinstance(e.data, ClockOverdue | ClockDue) and e.data.case_id == head.case["id"],
+        expected=2,
     )
-    assert [e.data.clock for e in events] == ["stage_1_letter"]
+    assert sorted((e.type, e.data.clock) for e in events) == [
+        ("casework.clock.due", "review"),
+        ("casework.clock.overdue", "stage_1_letter"),
+    ]
     async with casework.client(school["token"]) as http:
         overdue = (await http.get("/v1/cases", params={"urn": urn, "overdue": "true"})).json()["items"]
-        assert case["id"] in [c["id"] for c in overdue]
+        assert head.case["id"] in [c["id"] for c in overdue]
+        worklist = (await http.get("/v1/casework/worklist")).json()["items"]
+        mine = {w["clock"]: w["overdue"] for w in worklist if w["case_id"] == head.case["id"]}
+        assert mine == {"stage_1_letter": True, "review": False}
 
 
 async def test_workflow_is_served_from_the_table_and_access_is_scoped(casework, school, new_upn, token, new_urn):
