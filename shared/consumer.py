@@ -75,6 +75,24 @@ class ConsumerRunner:
         self.batch_size = batch_size
         self.batch_timeout_ms = batch_timeout_ms
 
+    @classmethod
+    def for_service(
+        cls, runtime: Any, name: str, schema: str, topics: Sequence[str], handler: Handler
+    ) -> ConsumerRunner:
+        """A service's consumer in group `name`, configured from its settings and sessions."""
+        settings = runtime.settings
+        return cls(
+            name=name,
+            schema=schema,
+            topics=topics,
+            handler=handler,
+            sessionmaker=runtime.sessionmaker,
+            bootstrap=settings.kafka_bootstrap_servers,
+            partitions=settings.kafka_topic_partitions,
+            batch_size=settings.consumer_batch_size,
+            batch_timeout_ms=settings.consumer_batch_timeout_ms,
+        )
+
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.2
         while not stop.is_set():

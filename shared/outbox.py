@@ -30,6 +30,7 @@ from shared.db import raw_connection
 from shared.events import CloudEvent
 from shared.kafka import ensure_topics, make_producer
 from shared.observability import OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_PUBLISHED
+from shared.settings import PlatformSettings
 
 log = structlog.get_logger(__name__)
 
@@ -93,6 +94,19 @@ class OutboxRelay:
         self.batch_rows = batch_rows
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
+
+    @classmethod
+    def for_service(cls, settings: PlatformSettings, schema: str, topics: Sequence[str]) -> OutboxRelay:
+        """The relay of a service's outbox, configured from its settings."""
+        return cls(
+            schema=schema,
+            dsn=settings.database_url,
+            bootstrap=settings.kafka_bootstrap_servers,
+            topics=topics,
+            partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            poll_interval=1.0,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 0.2

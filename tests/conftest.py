@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,6 +220,19 @@ async def school(registers: RunningService, token: Callable[..., str], new_urn: 
         )
         assert response.status_code == 201, response.text
     return {"urn": urn, "la_code": TEST_LA, "token": token(Role.SCHOOL, urns={urn})}
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
+    """Poll `probe` until it returns something truthy (returned); fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
+        await asyncio.sleep(0.1)
 
 
 async def read_events(

@@ -17,16 +17,9 @@ from shared.time import school_today
 
 def alerts_consumer(runtime: Runtime) -> ConsumerRunner:
     settings: CaseworkSettings = runtime.settings  # type: ignore[assignment]
-    return ConsumerRunner(
-        name=settings.consumer_group,
-        schema=SCHEMA,
-        topics=[ALERTS_TOPIC, REGISTERS_TOPIC],
-        handler=functools.partial(service.handle_events, settings=settings),
-        sessionmaker=runtime.sessionmaker,
-        bootstrap=settings.kafka_bootstrap_servers,
-        partitions=settings.kafka_topic_partitions,
-        batch_size=settings.consumer_batch_size,
-        batch_timeout_ms=settings.consumer_batch_timeout_ms,
+    handler = functools.partial(service.handle_events, settings=settings)
+    return ConsumerRunner.for_service(
+        runtime, settings.consumer_group, SCHEMA, [ALERTS_TOPIC, REGISTERS_TOPIC], handler
     )
 
 

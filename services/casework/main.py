@@ -26,16 +26,7 @@ Act on a case with `If-Match: <version>`: a stale version gets 409 and nothing i
 
 
 def workers(runtime: Runtime):
-    settings = runtime.settings
-    relay = OutboxRelay(
-        schema=SCHEMA,
-        dsn=settings.database_url,
-        bootstrap=settings.kafka_bootstrap_servers,
-        topics=[ESCALATIONS_TOPIC],
-        partitions=settings.kafka_topic_partitions,
-        replication_factor=settings.kafka_replication_factor,
-        poll_interval=1.0,
-    )
+    relay = OutboxRelay.for_service(runtime.settings, SCHEMA, [ESCALATIONS_TOPIC])
     return [alerts_consumer(runtime).run, clock_scanner(runtime), relay.run]
 
 

@@ -22,16 +22,7 @@ RFC 9457 `application/problem+json`.
 
 
 def workers(runtime: Runtime):
-    settings = runtime.settings
-    relay = OutboxRelay(
-        schema=SCHEMA,
-        dsn=settings.database_url,
-        bootstrap=settings.kafka_bootstrap_servers,
-        topics=[MARKS_TOPIC, REGISTERS_TOPIC],
-        partitions=settings.kafka_topic_partitions,
-        replication_factor=settings.kafka_replication_factor,
-        poll_interval=1.0,
-    )
+    relay = OutboxRelay.for_service(runtime.settings, SCHEMA, [MARKS_TOPIC, REGISTERS_TOPIC])
     return [relay.run]
 
 

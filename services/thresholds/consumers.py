@@ -20,16 +20,9 @@ from shared.events import MARKS_TOPIC, REGISTERS_TOPIC, parse_event
 
 def marks_consumer(runtime: Runtime, group: str | None = None) -> ConsumerRunner:
     settings: ThresholdsSettings = runtime.settings  # type: ignore[assignment]
-    return ConsumerRunner(
-        name=group or settings.consumer_group,
-        schema=SCHEMA,
-        topics=[MARKS_TOPIC, REGISTERS_TOPIC],
-        handler=functools.partial(service.handle_events, settings=settings),
-        sessionmaker=runtime.sessionmaker,
-        bootstrap=settings.kafka_bootstrap_servers,
-        partitions=settings.kafka_topic_partitions,
-        batch_size=settings.consumer_batch_size,
-        batch_timeout_ms=settings.consumer_batch_timeout_ms,
+    handler = functools.partial(service.handle_events, settings=settings)
+    return ConsumerRunner.for_service(
+        runtime, group or settings.consumer_group, SCHEMA, [MARKS_TOPIC, REGISTERS_TOPIC], handler
     )
 
 

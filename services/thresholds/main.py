@@ -25,16 +25,7 @@ default applies until an LA sets one. `persistent_lateness` has no national numb
 
 
 def workers(runtime: Runtime):
-    settings = runtime.settings
-    relay = OutboxRelay(
-        schema=SCHEMA,
-        dsn=settings.database_url,
-        bootstrap=settings.kafka_bootstrap_servers,
-        topics=[ALERTS_TOPIC],
-        partitions=settings.kafka_topic_partitions,
-        replication_factor=settings.kafka_replication_factor,
-        poll_interval=1.0,
-    )
+    relay = OutboxRelay.for_service(runtime.settings, SCHEMA, [ALERTS_TOPIC])
     return [marks_consumer(runtime).run, relay.run]
 
 

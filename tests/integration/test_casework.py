@@ -4,30 +4,17 @@ journey from Stage 1 to a legal decision with every guard enforced, and the esca
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any
 
 from shared.auth import Role
 from shared.events import ESCALATIONS_TOPIC, CaseEvent, ClockOverdue
 from shared.time import school_today
-from tests.conftest import TEST_LA, read_events
+from tests.conftest import TEST_LA, eventually, read_events
 
 DAYS = [
     date(2025, 11, 3) + timedelta(days=d) for d in range(12) if (date(2025, 11, 3) + timedelta(days=d)).weekday() < 5
 ]
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-        await asyncio.sleep(0.1)
 
 
 async def persistently_absent(registers, school: dict[str, Any], upn: str) -> None:

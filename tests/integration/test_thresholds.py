@@ -4,7 +4,7 @@ read back over HTTP and from `attendance.alerts.v1`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -13,25 +13,13 @@ import pytest
 from shared.auth import Role
 from shared.domain.upn import make_upn
 from shared.events import ALERTS_TOPIC, AlertCleared, AlertRaised
-from tests.conftest import TEST_LA, read_events
+from tests.conftest import TEST_LA, eventually, read_events
 
 # Ten school days in the autumn term of 2025-26 (no bank holiday), all in the past.
 DAYS = [
     date(2025, 11, 3) + timedelta(days=d) for d in range(12) if (date(2025, 11, 3) + timedelta(days=d)).weekday() < 5
 ]
 assert len(DAYS) == 10
-
-
-async def eventually(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-        await asyncio.sleep(0.1)
 
 
 def present(session: str) -> str:
