@@ -77,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=30.0, help="latency: how long probes are sent")
     p.add_argument("--probe-interval", type=float, default=0.5, help="latency: seconds between probes")
     p.add_argument("--probe-timeout", type=float, default=30.0, help="latency: give up on one probe after this")
+    p.add_argument("--workers", type=int, default=1, help="thresholds processes (uvicorn workers), one consumer each")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fast-embedded", action="store_true", help="embedded PostgreSQL only: fsync off")
     p.add_argument("--profile", action="store_true", help="py-spy the thresholds service in the throughput phase")
@@ -155,13 +156,13 @@ class Service:
         return self.log.read_text(errors="replace").count(f'"{event}"') if self.log.exists() else 0
 
 
-def start_service(name: str, infra: Infra, tmp: Path, cleanup: Cleanup) -> Service:
+def start_service(name: str, infra: Infra, tmp: Path, cleanup: Cleanup, workers: int = 1) -> Service:
     from shared.devstack import free_port
 
     port, log = free_port(), tmp / f"{name}.log"
     env = dict(os.environ, DATABASE_URL=infra.database_url, KAFKA_BOOTSTRAP_SERVERS=infra.bootstrap)
     env |= {"JWT_SECRET": infra.jwt_secret, "LOG_LEVEL": "WARNING", "ATTENDANCE_DATA_DIR": str(tmp)}
-    command = [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port)]
+    command = [sys.executable, "-m", "shared.cli", "serve", name, "--port", str(port), "--workers", str(workers)]
     with log.open("wb") as out:  # process_group=0: Ctrl-C reaches only us, and we stop the service
         process = subprocess.Popen(
             command, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, process_group=0
@@ -487,7 +488,10 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
         upgrade(name, infra.database_url)
     say(f"PostgreSQL: {infra.postgres_source}; database {infra.database_name} created and migrated")
     ingest.start_broker(infra, tmp, cleanup)
-    services = {name: start_service(name, infra, tmp, cleanup) for name in ("registers", "thresholds")}
+    services = {
+        name: start_service(name, infra, tmp, cleanup, args.workers if name == "thresholds" else 1)
+        for name in ("registers", "thresholds")
+    }
     say(f"Tansu on {infra.bootstrap}; " + ", ".join(f"{s.name} on {s.url}" for s in services.values()))
     ingest.run_async(ingest.wait_for_topic(infra.bootstrap, MARKS_TOPIC, 60))
     summary: dict[str, Any] = {
