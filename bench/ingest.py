@@ -1475,9 +1475,14 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: list[tuple[str, Callable[[
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    tmp = Path(os.environ["ATTENDANCE_DATA_DIR"])
+def run_benchmark(
+    name: str,
+    tmp: Path,
+    body: Callable[[Path, list[tuple[str, Callable[[], Any]]]], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> int:
+    """Run a benchmark's `body`, print and save its summary, and always remove what it started
+    (services, broker, database, `tmp`), also on Ctrl-C or SIGTERM. Returns the exit status."""
     cleanup: list[tuple[str, Callable[[], Any]]] = []
 
     def on_sigterm(*_: Any) -> None:
@@ -1486,17 +1491,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)
     status = 0
     try:
-        summary = run(args, tmp, cleanup)
-        print_summary(summary)
+        summary = body(tmp, cleanup)
+        report(summary)
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = RESULTS_DIR / f"ingest-{datetime.now():%Y%m%d-%H%M%S}.json"
+        out = RESULTS_DIR / f"{name}-{datetime.now():%Y%m%d-%H%M%S}.json"
         out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
         say(f"results written to {out.relative_to(REPO)}")
     except KeyboardInterrupt:
         say("\ninterrupted")
         status = 130
-    except BenchError as exc:
-        say(f"\nbenchmark could not run: {exc}")
+    except (BenchError, httpx.HTTPError) as exc:
+        say(f"\nbenchmark could not run: {exc if isinstance(exc, BenchError) else repr(exc)}")
         status = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleaning up even on a second Ctrl-C
@@ -1507,8 +1512,14 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 say(f"cleanup: {what} failed: {exc!r}")
         shutil.rmtree(tmp, ignore_errors=True)
-        say("cleaned up (service, broker, database)")
+        say("cleaned up (services, broker, database)")
     return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    tmp = Path(os.environ["ATTENDANCE_DATA_DIR"])
+    return run_benchmark("ingest", tmp, lambda tmp, cleanup: run(args, tmp, cleanup), print_summary)
 
 
 if __name__ == "__main__":

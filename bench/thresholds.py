@@ -20,14 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
 import platform
 import random
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -532,37 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     # functions): the services and this process ignore the developer's .data/platform.env.
     tmp = Path(tempfile.mkdtemp(prefix="attendance-bench-"))
     os.environ["ATTENDANCE_DATA_DIR"] = str(tmp)
-    cleanup: Cleanup = []
-
-    def on_sigterm(*_: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    status = 0
-    try:
-        summary = run(args, tmp, cleanup)
-        print_summary(summary)
-        out = ingest.RESULTS_DIR / f"thresholds-{datetime.now():%Y%m%d-%H%M%S}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        say(f"results written to {out.relative_to(REPO)}")
-    except KeyboardInterrupt:
-        say("\ninterrupted")
-        status = 130
-    except (BenchError, httpx.HTTPError) as exc:
-        say(f"\nbenchmark could not run: {exc if isinstance(exc, BenchError) else repr(exc)}")
-        status = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleaning up even on a second Ctrl-C
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        for what, step in reversed(cleanup):
-            try:
-                step()
-            except Exception as exc:
-                say(f"cleanup: {what} failed: {exc!r}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        say("cleaned up (services, broker, database)")
-    return status
+    return ingest.run_benchmark("thresholds", tmp, lambda tmp, cleanup: run(args, tmp, cleanup), print_summary)
 
 
 if __name__ == "__main__":
