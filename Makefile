@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-ingest bench-thresholds lint clean
+.PHONY: run test bench-ingest bench-thresholds bench-casework lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -25,6 +25,9 @@ bench-ingest: $(STAMP)
 
 bench-thresholds: $(STAMP)
 	$(BIN)/python bench/thresholds.py
+
+bench-casework: $(STAMP)
+	$(BIN)/python bench/casework.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench
