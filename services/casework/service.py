@@ -152,6 +152,7 @@ async def _on_alert(session: AsyncSession, settings: CaseworkSettings, alert: Al
         by="system",
         actor=Actor.SYSTEM,
         alert_id=alert.alert_id,
+        checked=True,
     )
 
 
@@ -184,8 +185,10 @@ async def open_case_for(
     by: str,
     actor: Actor,
     alert_id: int | None = None,
+    checked: bool = False,
 ) -> Case:
-    if await _open_case_of(session, urn, upn) is not None:
+    """Open a Stage 1 case; `checked` when the caller has just looked for an open one."""
+    if not checked and await _open_case_of(session, urn, upn) is not None:
         raise Conflict("case-already-open", f"Pupil {upn} already has an open case at school {urn}.")
     outcome = _decide(None, "open", payload, CaseFacts(), actor)
     now = datetime.now(UTC)
