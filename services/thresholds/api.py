@@ -13,6 +13,7 @@ from shared.auth import CurrentPrincipal, Forbidden, Principal, Role
 from shared.db import Session
 from shared.domain.calendar import academic_year as current_academic_year
 from shared.domain.thresholds import PRESETS, PolicyDocument
+from shared.errors import NotFound
 from shared.params import LaCodePath, UpnPath, UrnPath, valid_upn
 from shared.time import school_today
 
@@ -83,7 +84,7 @@ async def list_alerts(
 async def get_alert(alert_id: int, session: Session, principal: CurrentPrincipal) -> schemas.AlertOut:
     alert = await service.get_alert(session, alert_id)
     if not principal.can_access_school(alert.urn, alert.la_code):
-        raise service.NotFound("alert", f"No alert {alert_id}.")  # do not reveal other schools' alerts
+        raise NotFound("alert", f"No alert {alert_id}.")  # do not reveal other schools' alerts
     return service.alert_out(alert)
 
 
