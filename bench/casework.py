@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import platform
 import random
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -369,12 +367,7 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Set before anything imports shared.settings (all imports of shared/ and services/ are in
-    # functions): the service and this process ignore the developer's .data/platform.env.
-    tmp = Path(tempfile.mkdtemp(prefix="attendance-bench-"))
-    os.environ["ATTENDANCE_DATA_DIR"] = str(tmp)
-    return ingest.run_benchmark("casework", tmp, lambda tmp, cleanup: run(args, tmp, cleanup), print_summary)
+    return ingest.isolated_main("casework", argv, parse_args, run, print_summary)
 
 
 if __name__ == "__main__":

@@ -1516,6 +1516,22 @@ def run_benchmark(
     return status
 
 
+def isolated_main(
+    name: str,
+    argv: list[str] | None,
+    parse: Callable[[list[str] | None], argparse.Namespace],
+    body: Callable[[argparse.Namespace, Path, list[tuple[str, Callable[[], Any]]]], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+) -> int:
+    """A benchmark's main in a temporary data folder, set before anything imports shared.settings
+    (imports of shared/ and services/ happen in functions): the services and the bench ignore the
+    developer's .data/platform.env."""
+    args = parse(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="attendance-bench-"))
+    os.environ["ATTENDANCE_DATA_DIR"] = str(tmp)
+    return run_benchmark(name, tmp, lambda tmp, cleanup: body(args, tmp, cleanup), report)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     tmp = Path(os.environ["ATTENDANCE_DATA_DIR"])

@@ -27,7 +27,6 @@ import random
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -525,12 +524,7 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Set before anything imports shared.settings (all imports of shared/ and services/ are in
-    # functions): the services and this process ignore the developer's .data/platform.env.
-    tmp = Path(tempfile.mkdtemp(prefix="attendance-bench-"))
-    os.environ["ATTENDANCE_DATA_DIR"] = str(tmp)
-    return ingest.run_benchmark("thresholds", tmp, lambda tmp, cleanup: run(args, tmp, cleanup), print_summary)
+    return ingest.isolated_main("thresholds", argv, parse_args, run, print_summary)
 
 
 if __name__ == "__main__":

@@ -263,6 +263,8 @@ class SchoolPatch(Strict):
 
 
 class SchoolOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     urn: str
     name: str
     la_code: str

@@ -608,16 +608,7 @@ def code_table(on: date | None) -> list[schemas.CodeOut]:
 
 
 def school_out(school: School) -> schemas.SchoolOut:
-    return schemas.SchoolOut(
-        urn=school.urn,
-        name=school.name,
-        la_code=school.la_code,
-        phase=school.phase,
-        independent=school.independent,
-        data_sharing_agreement=school.data_sharing_agreement,
-        calendar=school.calendar,
-        change_version=school.change_version,
-    )
+    return schemas.SchoolOut.model_validate(school)
 
 
 async def get_school(session: AsyncSession, urn: str) -> School:

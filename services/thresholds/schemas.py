@@ -31,6 +31,8 @@ AlertStatus = Literal["raised", "cleared", "retracted"]
 
 
 class AlertOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: int
     urn: str
     la_code: str

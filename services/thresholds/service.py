@@ -578,23 +578,7 @@ async def pupil_attendance(
 
 
 def alert_out(row: Alert) -> schemas.AlertOut:
-    return schemas.AlertOut(
-        id=row.id,
-        urn=row.urn,
-        la_code=row.la_code,
-        upn=row.upn,
-        rule_id=row.rule_id,
-        step=row.step,
-        status=row.status,
-        policy_version=row.policy_version,
-        figures=row.figures,
-        window_from=row.window_from,
-        window_to=row.window_to,
-        sessions=row.sessions,
-        raised_at=row.raised_at,
-        cleared_at=row.cleared_at,
-        clear_reason=row.clear_reason,
-    )
+    return schemas.AlertOut.model_validate(row)
 
 
 async def get_alert(session: AsyncSession, alert_id: int) -> Alert:
