@@ -1,6 +1,6 @@
 """School days: weekends, England bank holidays, terms, INSET days and closures."""
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -11,20 +11,11 @@ from shared.domain.calendar import (
     academic_year_bounds,
     england_bank_holidays,
 )
+from tests.unit.school_year import INSET_2025_26, TERMS_2025_26, D
 
-D = date.fromisoformat
-
-# An illustrative school: 2024-25 summer term 2 and all of 2025-26, with half-terms between.
-TERMS = (
-    Term("Summer 2 2025", D("2025-06-02"), D("2025-07-22")),
-    Term("Autumn 1", D("2025-09-01"), D("2025-10-24")),
-    Term("Autumn 2", D("2025-11-03"), D("2025-12-19")),
-    Term("Spring 1", D("2026-01-05"), D("2026-02-13")),
-    Term("Spring 2", D("2026-02-23"), D("2026-03-27")),
-    Term("Summer 1", D("2026-04-13"), D("2026-05-22")),
-    Term("Summer 2", D("2026-06-01"), D("2026-07-22")),
-)
-INSET = frozenset({D("2025-09-01"), D("2025-09-02"), D("2026-01-05")})
+# The shared 2025-26 school year, preceded by 2024-25's last half-term.
+TERMS = (Term("Summer 2 2025", D("2025-06-02"), D("2025-07-22")), *TERMS_2025_26)
+INSET = INSET_2025_26
 CLOSURES = frozenset({D("2025-11-20")})
 SCHOOL = SchoolCalendar(terms=TERMS, inset_days=INSET, closures=CLOSURES)
 NO_TERMS = SchoolCalendar()

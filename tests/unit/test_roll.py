@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from shared.domain.calendar import SchoolCalendar, Term
+from shared.domain.calendar import SchoolCalendar
 from shared.domain.roll import (
     DEFAULT_MATCH_TOLERANCE,
     DEFAULT_NOTIFICATION_POLICY,
@@ -39,19 +39,9 @@ from shared.domain.roll import (
 )
 from shared.domain.thresholds import RULE_IDS
 from shared.domain.upn import make_upn
+from tests.unit.school_year import INSET_2025_26, TERMS_2025_26, D
 
-D = date.fromisoformat
-
-# An illustrative 2025-26 school year with half-terms; INSET days open autumn 1 and spring 1.
-TERMS = (
-    Term("Autumn 1", D("2025-09-01"), D("2025-10-24")),
-    Term("Autumn 2", D("2025-11-03"), D("2025-12-19")),
-    Term("Spring 1", D("2026-01-05"), D("2026-02-13")),
-    Term("Spring 2", D("2026-02-23"), D("2026-03-27")),
-    Term("Summer 1", D("2026-04-13"), D("2026-05-22")),
-    Term("Summer 2", D("2026-06-01"), D("2026-07-22")),
-)
-INSET = frozenset({D("2025-09-01"), D("2025-09-02"), D("2026-01-05")})
+TERMS, INSET = TERMS_2025_26, INSET_2025_26
 SCHOOL = SchoolCalendar(terms=TERMS, inset_days=INSET)
 NO_TERMS = SchoolCalendar()
 
