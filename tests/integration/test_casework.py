@@ -274,15 +274,16 @@ async def test_clocks_fall_due_and_overdue_with_events(casework, school, new_upn
     urn, upn = school["urn"], new_upn()
     async with casework.client(school["token"]) as http:
         head = Officer(http, (await open_case(http, urn, upn)).json())
+        held_on = school_today()  # its review is weeks away: nothing falls due before the update below
         await head.record(
             "school_attendance_meeting",
-            DAYS[0],
-            held_on=DAYS[0].isoformat(),
+            held_on,
+            held_on=held_on.isoformat(),
             attendees=["Father"],
             actions=["Breakfast club"],
             target_percent="92",
-            target_from=DAYS[0].isoformat(),
-            target_to=(DAYS[0] + timedelta(weeks=6)).isoformat(),
+            target_from=held_on.isoformat(),
+            target_to=(held_on + timedelta(weeks=6)).isoformat(),
         )
     engine = make_engine(database_url, pool_size=1)
     try:
