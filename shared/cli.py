@@ -51,6 +51,7 @@ SERVICES: dict[str, ServiceEntry] = {
     "registers": ServiceEntry("registers", 8001, "services.registers.main:build_app"),
     "thresholds": ServiceEntry("thresholds", 8002, "services.thresholds.main:build_app"),
     "casework": ServiceEntry("casework", 8003, "services.casework.main:build_app"),
+    "cme": ServiceEntry("cme", 8004, "services.cme.main:build_app"),
 }
 
 DEMO_LA = "999"

@@ -18,6 +18,8 @@ MARKS_TOPIC = "attendance.marks.v1"
 REGISTERS_TOPIC = "attendance.registers.v1"
 ALERTS_TOPIC = "attendance.alerts.v1"
 ESCALATIONS_TOPIC = "casework.escalations.v1"
+ROLL_TOPIC = "roll.changes.v1"
+CME_TOPIC = "cme.events.v1"
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -277,6 +279,169 @@ class ClockOverdue(_ClockEvent):
     event_type: ClassVar[str] = "casework.clock.overdue"
 
 
+# --- the admission register (roll) and children missing education ----------------------------
+
+
+class _RollEvent(EventData):
+    """A change to a school's admission register, for LA systems. No names, dates of birth or
+    characteristics: those stay in the CME service, behind its API."""
+
+    topic: ClassVar[str] = ROLL_TOPIC
+
+    urn: str
+    la_code: str
+    upn: str
+    revision: int = Field(description="1 when first recorded; each audited amendment republishes with the next")
+    link: str
+
+
+class PupilAdmitted(_RollEvent):
+    """A name was entered on a school's admission register (notified, or detected from its marks)."""
+
+    event_type: ClassVar[str] = "roll.pupil.admitted"
+
+    admission_id: int
+    admitted_on: date
+    nc_year: str | None
+    dual_registration: bool
+    source: Literal["notified", "detected"] = Field(
+        description="notified: the school's new pupil return; detected: marked in the register with none"
+    )
+
+
+class PupilDeleted(_RollEvent):
+    """A name was deleted from a school's admission register, on a ground of Regs 2024 reg 9(1)."""
+
+    event_type: ClassVar[str] = "roll.pupil.deleted"
+
+    deletion_id: int
+    deleted_on: date
+    ground: str = Field(description="Ground key, e.g. registered_at_another_school")
+    ground_code: str = Field(description='Paragraph of Regs 2024 reg 9(1), e.g. "9(1)(a)"')
+    destination_known: bool
+    destination_urn: str | None
+    destination_la_code: str | None
+
+
+class RollMatched(_RollEvent):
+    """Two roll changes of one pupil in the LA resolved each other: a deletion at one school and an
+    admission at another (transfer), or two dual-registration admissions."""
+
+    event_type: ClassVar[str] = "roll.pupil.matched"
+
+    kind: Literal["transfer", "dual_registration"]
+    admission_id: int
+    deletion_id: int | None
+    other_urn: str = Field(description="The school the pupil left (transfer) or is also registered at (dual)")
+
+
+class _NotificationEvent(EventData):
+    """A notification clock: a school's new pupil return (addition) or deletion return."""
+
+    topic: ClassVar[str] = CME_TOPIC
+
+    clock_id: int
+    urn: str
+    la_code: str
+    upn: str
+    notification: Literal["addition", "deletion"]
+    started_on: date
+    due_on: date = Field(description="Last day on which the return is on time")
+    link: str
+
+
+class NotificationDue(_NotificationEvent):
+    """A return not yet received is due today."""
+
+    event_type: ClassVar[str] = "cme.notification.due"
+
+
+class NotificationOverdue(_NotificationEvent):
+    """A return was not received by the end of its due day: it is missing, and on the CME officer's worklist."""
+
+    event_type: ClassVar[str] = "cme.notification.overdue"
+
+
+class NotificationReceived(_NotificationEvent):
+    """A return arrived, on time or late."""
+
+    event_type: ClassVar[str] = "cme.notification.received"
+
+    received_on: date
+    status: Literal["on_time", "late"]
+
+
+class UnnotifiedJoiner(EventData):
+    """A pupil was marked in a school's register with no admission on record: the school owes a
+    new pupil return, due from the first mark."""
+
+    event_type: ClassVar[str] = "cme.joiner.unnotified"
+    topic: ClassVar[str] = CME_TOPIC
+
+    admission_id: int
+    urn: str
+    la_code: str
+    upn: str
+    first_mark_on: date
+    due_on: date
+    link: str
+
+
+class PupilUnmarked(EventData):
+    """A pupil on a school's roll has had no mark in the school's last N registers."""
+
+    event_type: ClassVar[str] = "cme.pupil.unmarked"
+    topic: ClassVar[str] = CME_TOPIC
+
+    admission_id: int
+    urn: str
+    la_code: str
+    upn: str
+    sessions: int = Field(description="Registers taken at the school since the pupil's last mark")
+    last_marked_on: date | None
+    link: str
+
+
+class _CmeCaseEvent(EventData):
+    topic: ClassVar[str] = CME_TOPIC
+
+    case_id: int
+    la_code: str
+    urn: str | None = Field(description="The school the child was last on the roll of, if known")
+    upn: str
+    link: str
+
+
+class CmeCaseOpened(_CmeCaseEvent):
+    """A child may be missing education: a CME case opened."""
+
+    event_type: ClassVar[str] = "cme.case.opened"
+
+    reason: str = Field(
+        description="deleted_without_destination, continuous_unauthorised_10_days, continuous_absence_20_days "
+        "or reported (by an officer or the school)"
+    )
+
+
+class EnquiryLogged(_CmeCaseEvent):
+    """A reasonable enquiry was logged on a CME case (who asked and what came of it are behind the link)."""
+
+    event_type: ClassVar[str] = "cme.enquiry.logged"
+
+    enquiry_id: int
+    by: Literal["school", "la"]
+    method: str
+    outcome: str
+
+
+class CmeCaseClosed(_CmeCaseEvent):
+    """The child was located (or CME no longer applies): the case closed with an outcome."""
+
+    event_type: ClassVar[str] = "cme.case.closed"
+
+    outcome: str
+
+
 EVENT_TYPES: dict[str, type[EventData]] = {
     model.event_type: model
     for model in (
@@ -297,6 +462,17 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         CaseClosed,
         ClockDue,
         ClockOverdue,
+        PupilAdmitted,
+        PupilDeleted,
+        RollMatched,
+        NotificationDue,
+        NotificationOverdue,
+        NotificationReceived,
+        UnnotifiedJoiner,
+        PupilUnmarked,
+        CmeCaseOpened,
+        EnquiryLogged,
+        CmeCaseClosed,
     )
 }
 

@@ -175,6 +175,22 @@ async def casework(settings_overrides: dict[str, Any], thresholds: RunningServic
         yield service
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def cme(settings_overrides: dict[str, Any], thresholds: RunningService) -> AsyncIterator[RunningService]:
+    from services.cme.main import build_app
+    from services.cme.settings import CmeSettings
+
+    settings = CmeSettings(
+        **settings_overrides,
+        port=free_port(),
+        consumer_batch_timeout_ms=20,
+        clock_scan_seconds=0.5,
+        unmarked_sessions=4,
+    )
+    async with running_service(build_app, settings) as service:
+        yield service
+
+
 @pytest.fixture(scope="session")
 def token(platform_settings: PlatformSettings) -> Callable[..., str]:
     """token(Role.SCHOOL, urns={...}) / token(Role.LA_OFFICER, la_code=...) / token(Role.OPS)."""
