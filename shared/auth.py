@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import jwt
 from argon2 import PasswordHasher
@@ -61,6 +61,15 @@ class Principal:
     def require_school(self, urn: str, school_la_code: str | None) -> None:
         if not self.can_access_school(urn, school_la_code):
             raise Forbidden(f"This credential does not give access to school {urn}.")
+
+    def scope(self, query: Any, model: Any) -> Any:
+        """Limit a query on `model` (with `urn` and `la_code` columns) to the rows this credential
+        reaches: its schools, its LA, or everything for ops."""
+        if self.role is Role.SCHOOL:
+            return query.where(model.urn.in_(self.urns))
+        if self.la_code:
+            return query.where(model.la_code == self.la_code)
+        return query
 
     def require_role(self, *roles: Role) -> None:
         if self.role not in roles:

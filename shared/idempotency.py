@@ -9,16 +9,25 @@ back (then it proceeds as the first).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
+from fastapi import Header, Request, Response, status
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.errors import Problem, Unprocessable
 
 MAX_KEY_LENGTH = 255
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="Retry safely: the same key and body get the first answer"),
+]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -81,3 +90,28 @@ async def store(session: AsyncSession, schema: str, scope: str, key: str, status
         ),
         {"status": status, "body": orjson.dumps(body).decode(), "scope": scope, "key": key},
     )
+
+
+async def write_once(
+    session: AsyncSession,
+    schema: str,
+    scope: str,
+    key: str | None,
+    request: Request,
+    response: Response,
+    model: type[M],
+    write: Callable[[], Awaitable[tuple[M, bool]]],
+) -> M:
+    """Run an endpoint's `write` (returning its body and whether it created something: 201, else
+    200) once per Idempotency-Key; a retry gets the stored answer, marked `Idempotent-Replayed`."""
+    if key is not None:
+        stored = await claim(session, schema, scope, key, fingerprint(await request.body()))
+        if stored is not None:
+            response.status_code = stored.status
+            response.headers["Idempotent-Replayed"] = "true"
+            return model.model_validate(stored.body)
+    body, created = await write()
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    if key is not None:
+        await store(session, schema, scope, key, response.status_code, body.model_dump(mode="json"))
+    return body

@@ -554,16 +554,8 @@ def case_out(case: Case, principal: Principal | None = None) -> schemas.CaseOut:
     )
 
 
-def _scope(query: Any, principal: Principal) -> Any:
-    if principal.role is Role.SCHOOL:
-        return query.where(Case.urn.in_(principal.urns))
-    if principal.la_code:
-        return query.where(Case.la_code == principal.la_code)
-    return query
-
-
 async def search_cases(session: AsyncSession, filters: schemas.CaseFilters, principal: Principal) -> schemas.CasePage:
-    query = _scope(select(Case), principal).order_by(Case.id.desc()).limit(filters.limit + 1)
+    query = principal.scope(select(Case), Case).order_by(Case.id.desc()).limit(filters.limit + 1)
     for column, value in ((Case.la_code, filters.la_code), (Case.urn, filters.urn), (Case.upn, filters.upn)):
         if value is not None:
             query = query.where(column == value)
@@ -583,7 +575,7 @@ async def worklist(
     session: AsyncSession, due_before: date, principal: Principal, la_code: str | None
 ) -> schemas.Worklist:
     query = (
-        _scope(select(Clock, Case).join(Case, Case.id == Clock.case_id), principal)
+        principal.scope(select(Clock, Case).join(Case, Case.id == Clock.case_id), Case)
         .where(Clock.status.in_(LIVE_CLOCKS), Clock.due_on <= due_before)
         .order_by(Clock.due_on, Clock.id)
     )

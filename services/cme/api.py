@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Request, Response, status
 
 from services.cme import schemas, service
 from services.cme.models import CmeCase, School
@@ -20,10 +19,6 @@ from shared.params import LaCodePath, UpnPath, UrnPath, valid_upn
 
 router = APIRouter(prefix="/v1")
 
-IdempotencyKey = Annotated[
-    str | None,
-    Header(alias="Idempotency-Key", description="Retry safely: the same key and body get the first answer"),
-]
 WRITE_DESCRIPTION = (
     " Idempotent: posting the same entry again changes nothing (200); posting it with changed fields "
     "amends it (200), with the before, the after, who and why in the entry's audit trail. Send an "
@@ -55,34 +50,6 @@ def _la_scope(principal: Principal, la_code: str | None) -> str | None:
     return la_code
 
 
-async def _idempotent_write(
-    request: Request,
-    response: Response,
-    session,
-    principal: Principal,
-    scope: str,
-    key: str | None,
-    model: type[BaseModel],
-    write: Any,
-) -> Any:
-    """Run `write` (returning (body, created)) once per Idempotency-Key; replay the first answer."""
-    if key is not None:
-        stored = await idempotency.claim(
-            session, "cme", f"{principal.subject}:{scope}", key, idempotency.fingerprint(await request.body())
-        )
-        if stored is not None:
-            response.status_code = stored.status
-            response.headers["Idempotent-Replayed"] = "true"
-            return model.model_validate(stored.body)
-    body, created = await write()
-    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-    if key is not None:
-        await idempotency.store(
-            session, "cme", f"{principal.subject}:{scope}", key, response.status_code, body.model_dump(mode="json")
-        )
-    return body
-
-
 # ---------------------------------------------------------------- the roll
 
 
@@ -102,7 +69,7 @@ async def post_admission(
     response: Response,
     session: Session,
     principal: CurrentPrincipal,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ) -> schemas.AdmissionOut:
     valid_upn(body.upn)
     school = await _school(session, principal, urn, write=True)
@@ -111,8 +78,9 @@ async def post_admission(
         written = await service.record_admission(session, _settings(request), school, body, principal)
         return await service.admission_out(session, written.row), written.created
 
-    return await _idempotent_write(
-        request, response, session, principal, f"{urn}:admissions", idempotency_key, schemas.AdmissionOut, write
+    scope = f"{principal.subject}:{urn}:admissions"
+    return await idempotency.write_once(
+        session, "cme", scope, idempotency_key, request, response, schemas.AdmissionOut, write
     )
 
 
@@ -163,7 +131,7 @@ async def post_deletion(
     response: Response,
     session: Session,
     principal: CurrentPrincipal,
-    idempotency_key: IdempotencyKey = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ) -> schemas.DeletionOut:
     valid_upn(body.upn)
     school = await _school(session, principal, urn, write=True)
@@ -172,8 +140,9 @@ async def post_deletion(
         written = await service.record_deletion(session, _settings(request), school, body, principal)
         return await service.deletion_out(session, written.row, principal), written.created
 
-    return await _idempotent_write(
-        request, response, session, principal, f"{urn}:deletions", idempotency_key, schemas.DeletionOut, write
+    scope = f"{principal.subject}:{urn}:deletions"
+    return await idempotency.write_once(
+        session, "cme", scope, idempotency_key, request, response, schemas.DeletionOut, write
     )
 
 

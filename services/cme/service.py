@@ -1059,16 +1059,8 @@ async def case_detail(session: AsyncSession, case: CmeCase) -> schemas.CaseDetai
     )
 
 
-def _scope(query: Any, model: Any, principal: Principal) -> Any:
-    if principal.role is Role.SCHOOL:
-        return query.where(model.urn.in_(principal.urns))
-    if principal.la_code:
-        return query.where(model.la_code == principal.la_code)
-    return query
-
-
 async def search_cases(session: AsyncSession, filters: schemas.CaseFilters, principal: Principal) -> schemas.CasePage:
-    query = _scope(select(CmeCase), CmeCase, principal).order_by(CmeCase.id.desc()).limit(filters.limit + 1)
+    query = principal.scope(select(CmeCase), CmeCase).order_by(CmeCase.id.desc()).limit(filters.limit + 1)
     for column, value in (
         (CmeCase.la_code, filters.la_code),
         (CmeCase.urn, filters.urn),
@@ -1472,9 +1464,9 @@ async def worklist(
     """What the CME officer must act on: missing returns, joiners not yet notified, pupils no
     longer marked, and open CME cases, oldest first."""
     items: list[schemas.WorkItem] = []
-    clocks = _scope(select(NotificationClock), NotificationClock, principal).where(NotificationClock.status.in_(OWED))
-    cases = _scope(select(CmeCase), CmeCase, principal).where(CmeCase.status == "open")
-    unmarked = _scope(select(Admission), Admission, principal).where(
+    clocks = principal.scope(select(NotificationClock), NotificationClock).where(NotificationClock.status.in_(OWED))
+    cases = principal.scope(select(CmeCase), CmeCase).where(CmeCase.status == "open")
+    unmarked = principal.scope(select(Admission), Admission).where(
         Admission.unmarked_flagged_at.is_not(None), Admission.deleted_on.is_(None)
     )
     if la_code is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Form, Path, Query, Request, Response, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from services.registers import schemas, service
@@ -58,27 +58,17 @@ async def post_register(
     response: Response,
     session: Session,
     principal: CurrentPrincipal,
-    idempotency_key: Annotated[
-        str | None,
-        Header(alias="Idempotency-Key", description="Retry safely: the same key and body get the first answer"),
-    ] = None,
+    idempotency_key: idempotency.IdempotencyKey = None,
 ) -> schemas.RegisterAccepted:
     school = await _school_for(session, principal, urn, write=True)
+
+    async def write() -> tuple[schemas.RegisterAccepted, bool]:
+        return await service.record_register(session, _settings(request), school, body, principal), True
+
     scope = f"{principal.subject}:{urn}:registers"
-    if idempotency_key is not None:
-        stored = await idempotency.claim(
-            session, "registers", scope, idempotency_key, idempotency.fingerprint(await request.body())
-        )
-        if stored is not None:
-            response.status_code = stored.status
-            response.headers["Idempotent-Replayed"] = "true"
-            return schemas.RegisterAccepted.model_validate(stored.body)
-    accepted = await service.record_register(session, _settings(request), school, body, principal)
-    if idempotency_key is not None:
-        await idempotency.store(
-            session, "registers", scope, idempotency_key, status.HTTP_201_CREATED, accepted.model_dump(mode="json")
-        )
-    return accepted
+    return await idempotency.write_once(
+        session, "registers", scope, idempotency_key, request, response, schemas.RegisterAccepted, write
+    )
 
 
 @router.get(
