@@ -310,13 +310,13 @@ def notification_out(clock: NotificationClock | None) -> schemas.Notification | 
     )
 
 
-async def scan(session: AsyncSession, settings: CmeSettings, today: date) -> int:
+async def scan(session: AsyncSession, settings: CmeSettings, today: date) -> int | None:
     """Returns owed become due on their due day and overdue (missing) the day after, once each,
     with an event; pupils on roll unmarked in the school's last N registers are flagged. One
-    scanner at a time, whichever replica gets there."""
+    scanner at a time, whichever replica gets there: None when another is scanning."""
     conn = await raw_connection(session)
     if not await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtext('cme.scan'))"):
-        return 0
+        return None
     overdue = await conn.fetch(
         f"UPDATE {SCHEMA}.notification_clocks SET status = 'overdue', overdue_at = now() "
         "WHERE status IN ('pending', 'due') AND due_on < $1 RETURNING *",
@@ -437,7 +437,22 @@ async def record_admission(
         raise Unprocessable("admission-too-far-ahead", "admitted_on is more than a year ahead.")
     await _lock_pupil(session, body.upn)
     values = _admission_values(body)
-    entry = await _on_roll(session, school.urn, body.upn)
+    # The pupil's entry on this roll: the live one, or (a return sent after the deletion, or a
+    # retry) the deleted entry of the same admission date.
+    entry = (
+        await _on_roll(session, school.urn, body.upn)
+        or (
+            await session.execute(
+                select(Admission)
+                .where(
+                    Admission.urn == school.urn, Admission.upn == body.upn, Admission.admitted_on == body.admitted_on
+                )
+                .order_by(Admission.id.desc())
+            )
+        )
+        .scalars()
+        .first()
+    )
     if entry is not None and entry.source == "detected":
         # The return for a joiner first seen in the register: the clock ran from the earlier of the
         # first mark and the admission date.
@@ -470,19 +485,6 @@ async def record_admission(
         ):
             await _publish_admitted(session, settings, entry)
         return Written(entry, created=False)
-    replay = (
-        await session.execute(
-            select(Admission).where(
-                Admission.urn == school.urn, Admission.upn == body.upn, Admission.admitted_on == body.admitted_on
-            )
-        )
-    ).scalar_one_or_none()
-    if replay is not None:
-        raise Conflict(
-            "pupil-deleted",
-            f"Pupil {body.upn}'s admission of {body.admitted_on} at school {school.urn} has since been deleted "
-            f"(on {replay.deleted_on}); a re-admission needs its own admission date.",
-        )
     now = _now()
     entry = Admission(
         urn=school.urn,

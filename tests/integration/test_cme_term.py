@@ -10,6 +10,7 @@ alone.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,9 +19,11 @@ from typing import Any
 
 import pytest
 
+from services.cme import service
 from shared.auth import Role
 from shared.domain.calendar import SchoolCalendar
-from tests.conftest import eventually
+from shared.events import CME_TOPIC
+from tests.conftest import eventually, read_events
 from tests.integration.test_cme import admission, deletion, new_school, post
 
 CALENDAR = {
@@ -65,7 +68,7 @@ def build_scenario(seed: int, schools: int, upns: list[str]) -> Scenario:
     rng = random.Random(seed)
     calendar = SchoolCalendar.from_dict(CALENDAR)
     scenario = Scenario(calendar)
-    days = calendar.school_days_between(TERM_START + timedelta(days=1), LAST_DAY - timedelta(days=7))
+    days = calendar.school_days_between(TERM_START + timedelta(days=1), LAST_DAY - timedelta(days=14))
     pool = iter(upns)
     on_roll: dict[str, tuple[int, date]] = {}  # upn -> school, entry day
 
@@ -97,7 +100,7 @@ def build_scenario(seed: int, schools: int, upns: list[str]) -> Scenario:
     leavers = rng.sample(sorted(on_roll), 10)
     for index, upn in enumerate(leavers):
         school, joined_on = on_roll[upn]
-        day = rng.choice([d for d in days if d > joined_on + timedelta(days=7)] or [LAST_DAY - timedelta(days=7)])
+        day = rng.choice([d for d in days if d > joined_on + timedelta(days=7)] or days[-1:])
         delay = rng.choice([0, 0, 1, 3])
         other = (school + 1 + rng.randrange(schools - 1)) % schools
         kind = index % 5
@@ -150,7 +153,7 @@ class FakeToday:
 
 
 @pytest.mark.parametrize("seed", [2025, 42])
-async def test_simulated_la_term(registers, cme, token, new_urn, new_upn, monkeypatch, seed):
+async def test_simulated_la_term(registers, cme, token, new_urn, new_upn, monkeypatch, broker, seed):
     la = f"{900 + seed % 90}"  # an LA of its own: the register and reports hold this run only
     today = FakeToday(TERM_START)
     monkeypatch.setattr("services.cme.service.school_today", today)
@@ -186,6 +189,11 @@ async def test_simulated_la_term(registers, cme, token, new_urn, new_upn, monkey
                 body = deletion(details["upn"], details["ground"], details["on"], **extra)
                 await post(mis, f"/v1/schools/{school['urn']}/deletions", body, 201)
 
+    async def scan(day: date) -> bool:
+        """One pass of the service's scan for `day`; False when the service's own scanner holds it."""
+        async with cme.app.state.sessionmaker() as session, session.begin():
+            return await service.scan(session, cme.settings, day) is not None
+
     async def overdue_now() -> set[tuple[str, str]]:
         items = (await officer.get("/v1/cme/worklist")).json()["items"]
         return {(i["urn"], i["upn"]) for i in items if i["kind"] == "missing_return"}
@@ -194,6 +202,8 @@ async def test_simulated_la_term(registers, cme, token, new_urn, new_upn, monkey
         day = TERM_START
         while day <= LAST_DAY:
             today.day = day
+            # The day's first scan (the service scans all day long; the test moves faster than its timer).
+            await eventually(functools.partial(scan, day), f"a scan of {day}")
             for action, details in scenario.actions.get(day, []):
                 await act(action, details)
             want = expected_overdue(scenario, day, urns)
@@ -216,6 +226,7 @@ async def test_simulated_la_term(registers, cme, token, new_urn, new_upn, monkey
                 got = {status: report[section][status] for status in ("on_time", "late", "missing", "pending")}
                 assert got == expected_counts(scenario, LAST_DAY, index, kind), (school["urn"], kind)
         total = len(scenario.returns)
+        assert all(r.visible_from <= LAST_DAY and (r.sent_on or LAST_DAY) <= LAST_DAY for r in scenario.returns)
         la_report = (await officer.get("/v1/notifications/compliance")).json()
         assert sum(s["additions"]["total"] + s["deletions"]["total"] for s in la_report["schools"]) == total
 
@@ -224,4 +235,18 @@ async def test_simulated_la_term(registers, cme, token, new_urn, new_upn, monkey
         assert open_cases == scenario.missing_children
         found = {c["upn"]: c["located_urn"] for c in register if c["outcome"] == "found_on_roll_elsewhere"}
         assert found == {upn: urns[school] for upn, school in scenario.located.items()}
-    assert scenario.missing_children and scenario.located and any(r.sent_on is None for r in scenario.returns)
+    # Every return still owed at the start of its due day was announced as due that day, once.
+    owed_on_due_day = Counter(
+        (urns[r.school], r.upn, scenario.due(r))
+        for r in scenario.returns
+        if r.visible_from < scenario.due(r) and (r.sent_on is None or r.sent_on >= scenario.due(r))
+    )
+    due_events = await read_events(
+        broker.bootstrap_servers,
+        CME_TOPIC,
+        lambda e: e.type == "cme.notification.due" and e.data.la_code == la,
+        sum(owed_on_due_day.values()) + 1,
+        timeout=3,
+    )
+    assert Counter((e.data.urn, e.data.upn, e.data.due_on) for e in due_events) == owed_on_due_day
+    assert scenario.missing_children and scenario.located and owed_on_due_day
