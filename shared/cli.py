@@ -35,6 +35,8 @@ casework_app = typer.Typer(help="The casework workflow.", no_args_is_help=True)
 app.add_typer(registers_app, name="registers")
 app.add_typer(thresholds_app, name="thresholds")
 app.add_typer(casework_app, name="casework")
+notifications_app = typer.Typer(help="Event documentation and delivery.", no_args_is_help=True)
+app.add_typer(notifications_app, name="notifications")
 
 T = TypeVar("T")
 
@@ -52,6 +54,7 @@ SERVICES: dict[str, ServiceEntry] = {
     "thresholds": ServiceEntry("thresholds", 8002, "services.thresholds.main:build_app"),
     "casework": ServiceEntry("casework", 8003, "services.casework.main:build_app"),
     "cme": ServiceEntry("cme", 8004, "services.cme.main:build_app"),
+    "notifications": ServiceEntry("notifications", 8005, "services.notifications.main:build_app"),
 }
 
 DEMO_LA = "999"
@@ -509,6 +512,17 @@ def casework_diagram(
     from shared.domain.casework import workflow_markdown
 
     output.write_text(workflow_markdown())
+    typer.echo(f"wrote {output}")
+
+
+@notifications_app.command("asyncapi")
+def notifications_asyncapi(
+    output: Annotated[Path, typer.Option(help="Where to write it")] = REPO_ROOT / "docs" / "asyncapi.json",
+) -> None:
+    """Write the AsyncAPI document of every topic and webhook, generated from the event models."""
+    from shared.asyncapi import asyncapi_json
+
+    output.write_text(asyncapi_json())
     typer.echo(f"wrote {output}")
 
 

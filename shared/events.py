@@ -29,7 +29,8 @@ def dead_letter_topic(topic: str) -> str:
 class EventData(BaseModel):
     """Base of every event payload; subclasses name their type, topic and schema version."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Producers always write every field: the documented (serialization) schema says so.
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_serialization_defaults_required=True)
 
     event_type: ClassVar[str]
     topic: ClassVar[str]
@@ -46,7 +47,7 @@ D = TypeVar("D", bound=EventData)
 class CloudEvent(BaseModel, Generic[D]):
     """CloudEvents 1.0, JSON structured mode."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, json_schema_serialization_defaults_required=True)
 
     specversion: Literal["1.0"] = "1.0"
     id: uuid.UUID = Field(default_factory=uuid.uuid4)

@@ -191,6 +191,57 @@ async def cme(settings_overrides: dict[str, Any], thresholds: RunningService) ->
         yield service
 
 
+@dataclass
+class Mailbox:
+    """An SMTP server on loopback (aiosmtpd) and the messages it received."""
+
+    port: int
+    messages: list[Any]
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+        from email import message_from_bytes
+        from email.policy import default
+
+        self.messages.append(message_from_bytes(envelope.content, policy=default))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture(scope="session")
+def mailbox() -> Any:
+    from aiosmtpd.controller import Controller
+
+    box = Mailbox(port=free_port(), messages=[])
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    try:
+        yield box
+    finally:
+        controller.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def notifications(
+    settings_overrides: dict[str, Any], cme: RunningService, mailbox: Mailbox
+) -> AsyncIterator[RunningService]:
+    from services.notifications.main import build_app
+    from services.notifications.settings import NotificationsSettings
+
+    settings = NotificationsSettings(
+        **settings_overrides,
+        port=free_port(),
+        consumer_batch_timeout_ms=20,
+        allow_http_endpoints=True,
+        retry_base_seconds=0.05,
+        retry_max_seconds=0.4,
+        retry_budget=4,
+        delivery_timeout_seconds=1.0,
+        dispatch_poll_seconds=0.05,
+        smtp_port=mailbox.port,
+    )
+    async with running_service(build_app, settings) as service:
+        yield service
+
+
 @pytest.fixture(scope="session")
 def token(platform_settings: PlatformSettings) -> Callable[..., str]:
     """token(Role.SCHOOL, urns={...}) / token(Role.LA_OFFICER, la_code=...) / token(Role.OPS)."""

@@ -1,0 +1,170 @@
+"""Request and response bodies of the notifications API."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.asyncapi import DELIVERABLE_TOPICS
+from shared.events import EVENT_TYPES
+from shared.params import URN_PATTERN
+
+DELIVERABLE_TYPES = sorted(m.event_type for m in EVENT_TYPES.values() if m.topic in DELIVERABLE_TOPICS)
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def matches(pattern: str, event_type: str) -> bool:
+    """An event type filter: exact, or a prefix ending in `.*` (e.g. `cme.*`)."""
+    return event_type == pattern or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+
+
+class SubscriptionIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "channel": "webhook",
+                    "url": "https://social-care.example.gov.uk/hooks/attendance",
+                    "event_types": ["casework.referral.made", "cme.*"],
+                    "description": "Children's social care front door",
+                },
+                {
+                    "channel": "email",
+                    "email": "cme.officer@example.gov.uk",
+                    "event_types": ["cme.notification.overdue"],
+                },
+            ]
+        },
+    )
+
+    channel: Literal["webhook", "email"] = "webhook"
+    url: str | None = Field(None, max_length=2000, description="webhook: the endpoint deliveries are POSTed to")
+    email: str | None = Field(None, max_length=320, description="email: the officer's address")
+    event_types: list[str] = Field(
+        min_length=1,
+        max_length=50,
+        description="Event types to deliver, exact or by prefix (`cme.*`); see GET /v1/asyncapi.json",
+    )
+    urns: list[str] = Field(
+        default_factory=list, max_length=1000, description="Only these schools of the LA (default: every school)"
+    )
+    description: str = Field("", max_length=500)
+
+    @field_validator("event_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = [p for p in value if not any(matches(p, t) for t in DELIVERABLE_TYPES)]
+        if unknown:
+            raise ValueError(f"no deliverable event type matches {unknown}; known: {', '.join(DELIVERABLE_TYPES)}")
+        return value
+
+    @field_validator("urns")
+    @classmethod
+    def _urns(cls, value: list[str]) -> list[str]:
+        bad = [u for u in value if not re.fullmatch(URN_PATTERN, u)]
+        if bad:
+            raise ValueError(f"not URNs (6 digits): {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _target(self) -> SubscriptionIn:
+        if self.channel == "webhook":
+            if not self.url or self.email:
+                raise ValueError("a webhook subscription needs url (and no email)")
+            if not re.match(r"^https?://[^\s/]+", self.url):
+                raise ValueError("url must be an absolute http(s) URL")
+        elif not self.email or self.url or not EMAIL_PATTERN.match(self.email):
+            raise ValueError("an email subscription needs a valid email (and no url)")
+        return self
+
+
+class SubscriptionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    la_code: str
+    channel: str
+    url: str | None
+    email: str | None
+    event_types: list[str]
+    urns: list[str]
+    description: str
+    created_at: datetime
+    created_by: str
+    previous_secret_expires_at: datetime | None = Field(
+        description="While set and in the future, deliveries are signed with the previous secret too"
+    )
+
+
+class SubscriptionCreated(SubscriptionOut):
+    secret: str | None = Field(description="The signing secret (webhooks). Shown once: store it now")
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    previous_valid_seconds: int | None = Field(
+        None, ge=0, le=7 * 86400, description="How long the old secret keeps signing too (default: 24 hours)"
+    )
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"since": "2026-01-05T08:00:00Z"}]})
+
+    since: datetime = Field(description="Deliver again every event this subscription received from this instant")
+
+
+class AttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    outcome: str
+
+
+class DeliveryOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    subscription_id: int
+    event_id: uuid.UUID
+    event_type: str
+    key: str
+    status: Literal["pending", "delivered", "dead", "cancelled"]
+    attempts: int
+    created_at: datetime
+    event_time: datetime
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    replay_of: int | None
+
+
+class DeliveryDetail(DeliveryOut):
+    attempt_log: list[AttemptOut]
+    payload: dict[str, Any]
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryOut]
+    next_cursor: int | None
+
+
+class DeliveryFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subscription_id: int | None = None
+    status: Literal["pending", "delivered", "dead", "cancelled"] | None = None
+    event_type: str | None = None
+    key: str | None = Field(None, description="The pupil's UPN")
+    cursor: int | None = Field(None, ge=1)
+    limit: int = Field(100, ge=1, le=1000)

@@ -1,0 +1,473 @@
+"""Notifications: events fanned out to subscribers, delivered in order per pupil, retried with
+exponential backoff and jitter, dead-lettered after the retry budget, every attempt in the ledger.
+
+The consumer only records deliveries (one per matching subscription, idempotently); the
+dispatcher, which any replica may run, leases the next delivery of each (subscriber, pupil) queue
+and sends it. A subscriber that is slow or down holds only its own queues and its own share of the
+in-flight slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import httpx
+import orjson
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.notifications import schemas
+from services.notifications.models import SCHEMA, Attempt, Delivery, Subscription
+from services.notifications.settings import NotificationsSettings
+from shared.auth import Principal, Role
+from shared.db import raw_connection
+from shared.errors import Conflict, NotFound, Unprocessable
+from shared.events import CloudEvent
+from shared.webhooks import new_secret, signed_headers
+
+log = structlog.get_logger(__name__)
+
+DELIVERIES = Counter("webhook_attempts_total", "Delivery attempts", ["channel", "outcome"])
+DEAD = Counter("webhook_dead_letters_total", "Deliveries dead-lettered after the retry budget", ["channel"])
+LATENCY = Histogram(
+    "webhook_event_to_delivery_seconds",
+    "From the event's time to its successful delivery",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+)
+BACKLOG = Gauge("webhook_backlog_deliveries", "Deliveries pending (due or waiting to retry)")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- subscriptions
+
+
+def _owned(principal: Principal) -> str:
+    if principal.la_code is None:
+        raise NotFound("subscription", "Subscriptions belong to an LA: use an la_system or la_officer credential.")
+    return principal.la_code
+
+
+async def create_subscription(
+    session: AsyncSession, settings: NotificationsSettings, body: schemas.SubscriptionIn, principal: Principal
+) -> schemas.SubscriptionCreated:
+    principal.require_role(Role.LA_SYSTEM) if body.channel == "webhook" else principal.require_role(
+        Role.LA_OFFICER, Role.LA_SYSTEM
+    )
+    if body.url and body.url.startswith("http://") and not settings.allow_http_endpoints:
+        raise Unprocessable("insecure-endpoint", "Webhook endpoints must use https.")
+    subscription = Subscription(
+        la_code=_owned(principal),
+        channel=body.channel,
+        url=body.url,
+        email=body.email,
+        event_types=body.event_types,
+        urns=body.urns,
+        description=body.description,
+        secret=new_secret() if body.channel == "webhook" else None,
+        created_at=_now(),
+        created_by=principal.subject,
+    )
+    session.add(subscription)
+    await session.flush()
+    return schemas.SubscriptionCreated(
+        **schemas.SubscriptionOut.model_validate(subscription).model_dump(), secret=subscription.secret
+    )
+
+
+async def get_subscription(session: AsyncSession, subscription_id: int, principal: Principal) -> Subscription:
+    subscription = await session.get(Subscription, subscription_id)
+    if (
+        subscription is None
+        or subscription.deleted_at is not None
+        or (principal.role is not Role.OPS and subscription.la_code != principal.la_code)
+    ):
+        raise NotFound("subscription", f"No subscription {subscription_id}.")
+    return subscription
+
+
+async def list_subscriptions(session: AsyncSession, principal: Principal) -> list[Subscription]:
+    query = select(Subscription).where(Subscription.deleted_at.is_(None)).order_by(Subscription.id)
+    if principal.role is not Role.OPS:
+        query = query.where(Subscription.la_code == _owned(principal))
+    return list((await session.execute(query)).scalars())
+
+
+async def delete_subscription(session: AsyncSession, subscription: Subscription) -> None:
+    subscription.deleted_at = _now()
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.subscription_id == subscription.id, Delivery.status == "pending")
+        .values(status="cancelled", leased_until=None)
+    )
+
+
+async def rotate_secret(
+    session: AsyncSession, settings: NotificationsSettings, subscription: Subscription, body: schemas.RotateIn
+) -> schemas.SubscriptionCreated:
+    """A new secret, shown once; the old one keeps signing (a second signature) for a while, so
+    receivers can switch without missing or rejecting a delivery."""
+    if subscription.channel != "webhook":
+        raise Conflict("no-secret", "Only webhook subscriptions have a signing secret.")
+    keep = settings.previous_secret_seconds if body.previous_valid_seconds is None else body.previous_valid_seconds
+    subscription.previous_secret = subscription.secret
+    subscription.previous_secret_expires_at = _now() + timedelta(seconds=keep)
+    subscription.secret = new_secret()
+    await session.flush()
+    return schemas.SubscriptionCreated(
+        **schemas.SubscriptionOut.model_validate(subscription).model_dump(), secret=subscription.secret
+    )
+
+
+def signing_secrets(subscription: Subscription, now: datetime) -> list[str]:
+    secrets = [subscription.secret] if subscription.secret else []
+    expires = subscription.previous_secret_expires_at
+    if subscription.previous_secret and expires is not None and expires > now:
+        secrets.append(subscription.previous_secret)
+    return secrets
+
+
+# ---------------------------------------------------------------- the consumer
+
+
+def _wants(subscription: Subscription, event: CloudEvent[Any]) -> bool:
+    data = event.data
+    if getattr(data, "la_code", None) != subscription.la_code:
+        return False
+    if subscription.urns and getattr(data, "urn", None) not in subscription.urns:
+        return False
+    return any(schemas.matches(pattern, event.type) for pattern in subscription.event_types)
+
+
+async def handle_events(session: AsyncSession, events: Sequence[CloudEvent[Any]]) -> None:
+    """Record one delivery per event and matching subscription (a redelivered event adds none)."""
+    subscriptions = list(
+        (await session.execute(select(Subscription).where(Subscription.deleted_at.is_(None)))).scalars()
+    )
+    rows = [
+        (subscription.id, event.id, event.type, event.subject or "", event.model_dump_json(), event.time)
+        for event in events
+        for subscription in subscriptions
+        if _wants(subscription, event)
+    ]
+    if not rows:
+        return
+    conn = await raw_connection(session)
+    columns = list(zip(*rows, strict=True))
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.deliveries (subscription_id, event_id, event_type, key, payload, event_time, "
+        "created_at, status, attempts, next_attempt_at) "
+        "SELECT s, e, t, k, p, et, now(), 'pending', 0, now() "
+        "FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]) "
+        "AS x(s, e, t, k, p, et) "
+        "ON CONFLICT (subscription_id, event_id) WHERE replay_of IS NULL DO NOTHING",
+        *[list(column) for column in columns],
+    )
+
+
+# ---------------------------------------------------------------- the dispatcher
+
+
+@dataclass(frozen=True)
+class Leased:
+    id: int
+    subscription_id: int
+    event_id: str
+    key: str
+    payload: str
+    event_time: datetime
+    attempts: int
+
+
+def backoff(attempts: int, settings: NotificationsSettings, rng: random.Random | None = None) -> float:
+    """Seconds before the next attempt after `attempts` failures: exponential, capped, with full
+    jitter so that a recovering subscriber is not hit by every retry at once."""
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** (attempts - 1))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+async def claim(
+    session: AsyncSession, settings: NotificationsSettings, limit: int, lease_seconds: float
+) -> list[Leased]:
+    """Lease the next due delivery of each (subscriber, pupil) queue, at most `limit` in all and
+    no more per subscriber than its free in-flight slots."""
+    conn = await raw_connection(session)
+    rows = await conn.fetch(
+        f"""
+        WITH heads AS (
+            SELECT DISTINCT ON (subscription_id, key) id, subscription_id, next_attempt_at, leased_until
+            FROM {SCHEMA}.deliveries WHERE status = 'pending'
+            ORDER BY subscription_id, key, id
+        ), busy AS (
+            SELECT subscription_id, count(*) AS n FROM heads WHERE leased_until > now() GROUP BY subscription_id
+        ), ready AS (
+            SELECT h.id, row_number() OVER (PARTITION BY h.subscription_id ORDER BY h.next_attempt_at, h.id) AS rank,
+                   coalesce(b.n, 0) AS in_flight
+            FROM heads h LEFT JOIN busy b USING (subscription_id)
+            WHERE h.next_attempt_at <= now() AND (h.leased_until IS NULL OR h.leased_until <= now())
+        ), chosen AS (
+            SELECT d.id FROM {SCHEMA}.deliveries d JOIN ready r ON r.id = d.id
+            WHERE r.rank + r.in_flight <= $2 AND d.status = 'pending'
+              AND (d.leased_until IS NULL OR d.leased_until <= now())
+            ORDER BY d.next_attempt_at, d.id LIMIT $1
+            FOR UPDATE OF d SKIP LOCKED
+        )
+        UPDATE {SCHEMA}.deliveries d SET leased_until = now() + make_interval(secs => $3)
+        FROM chosen WHERE d.id = chosen.id
+        RETURNING d.id, d.subscription_id, d.event_id, d.key, d.payload, d.event_time, d.attempts
+        """,
+        limit,
+        settings.max_in_flight_per_subscription,
+        lease_seconds,
+    )
+    return [Leased(**{**dict(row), "event_id": str(row["event_id"])}) for row in rows]
+
+
+class Dispatcher:
+    """Sends leased deliveries as independent tasks and records each outcome."""
+
+    def __init__(self, settings: NotificationsSettings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.http = httpx.AsyncClient(
+            timeout=settings.delivery_timeout_seconds,
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=settings.max_in_flight),
+            trust_env=False,
+        )
+        # Longer than any attempt: a crashed process's leases lapse and another replica resends.
+        self.lease_seconds = settings.delivery_timeout_seconds * 3 + 10
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                free = self.settings.max_in_flight - len(self.tasks)
+                leased: list[Leased] = []
+                if free > 0:
+                    try:
+                        async with self.sessionmaker() as session, session.begin():
+                            leased = await claim(session, self.settings, free, self.lease_seconds)
+                            BACKLOG.set(await _backlog(session))
+                    except Exception:  # a database blip: try again shortly
+                        log.exception("dispatch_claim_failed")
+                for delivery in leased:
+                    task = asyncio.create_task(self.deliver(delivery))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+                if not leased:
+                    waiters = [asyncio.create_task(stop.wait())]
+                    done, pending = await asyncio.wait(
+                        [*waiters, *self.tasks],
+                        timeout=self.settings.dispatch_poll_seconds,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    for waiter in waiters:
+                        waiter.cancel()
+        finally:
+            if self.tasks:
+                await asyncio.wait(self.tasks, timeout=self.settings.delivery_timeout_seconds + 1)
+            await self.http.aclose()
+
+    async def deliver(self, delivery: Leased) -> None:
+        async with self.sessionmaker() as session:
+            subscription = await session.get(Subscription, delivery.subscription_id)
+        if subscription is None:
+            return
+        started = time.perf_counter()
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            if subscription.channel == "email":
+                await self._email(subscription, delivery)
+                status_code = 250
+            else:
+                status_code = await self._post(subscription, delivery)
+                if not 200 <= status_code < 300:
+                    error = f"HTTP {status_code}"
+        except (httpx.HTTPError, aiosmtplib.SMTPException, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        await self._record(subscription, delivery, status_code, error, duration_ms)
+
+    async def _post(self, subscription: Subscription, delivery: Leased) -> int:
+        headers = signed_headers(signing_secrets(subscription, _now()), delivery.event_id, delivery.payload)
+        headers["content-type"] = "application/json"
+        headers["user-agent"] = "attendance-platform-webhooks/1"
+        response = await self.http.post(subscription.url or "", content=delivery.payload.encode(), headers=headers)
+        return response.status_code
+
+    async def _email(self, subscription: Subscription, delivery: Leased) -> None:
+        message = email_for(delivery.payload, subscription.email or "", self.settings.mail_from)
+        await aiosmtplib.send(
+            message,
+            hostname=self.settings.smtp_host,
+            port=self.settings.smtp_port,
+            username=self.settings.smtp_username,
+            password=self.settings.smtp_password,
+            start_tls=self.settings.smtp_starttls,
+            timeout=self.settings.delivery_timeout_seconds,
+        )
+
+    async def _record(
+        self, subscription: Subscription, delivery: Leased, status_code: int | None, error: str | None, ms: int
+    ) -> None:
+        now = _now()
+        attempts = delivery.attempts + 1
+        values: dict[str, Any] = {"attempts": attempts, "leased_until": None, "last_status_code": status_code}
+        if error is None:
+            values |= {"status": "delivered", "delivered_at": now, "last_error": None}
+            LATENCY.observe(max(0.0, (now - delivery.event_time).total_seconds()))
+        elif attempts >= self.settings.retry_budget:
+            values |= {"status": "dead", "last_error": error}
+            DEAD.labels(subscription.channel).inc()
+        else:
+            values |= {
+                "last_error": error,
+                "next_attempt_at": now + timedelta(seconds=backoff(attempts, self.settings)),
+            }
+        DELIVERIES.labels(subscription.channel, "delivered" if error is None else "failed").inc()
+        async with self.sessionmaker() as session, session.begin():
+            session.add(
+                Attempt(
+                    delivery_id=delivery.id,
+                    at=now,
+                    duration_ms=ms,
+                    status_code=status_code,
+                    error=error,
+                    outcome="delivered" if error is None else "failed",
+                )
+            )
+            # Only while still leased to us and pending: a cancelled subscription stays cancelled.
+            await session.execute(
+                update(Delivery).where(Delivery.id == delivery.id, Delivery.status == "pending").values(**values)
+            )
+
+
+async def _backlog(session: AsyncSession) -> int:
+    conn = await raw_connection(session)
+    return await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.deliveries WHERE status = 'pending'")
+
+
+def email_for(payload: str, to: str, sender: str) -> EmailMessage:
+    """A plain-text email of an event: what happened, to which pupil and school, and the link; the
+    same thin content as the event itself."""
+    event = orjson.loads(payload)
+    data = event.get("data", {})
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    subject = event["type"].replace(".", " ").replace("_", " ")
+    message["Subject"] = f"[Attendance] {subject}: pupil {data.get('upn', '?')} at school {data.get('urn', '?')}"
+    lines = [f"{name}: {value}" for name, value in data.items() if name not in ("link",) and value not in (None, "")]
+    message.set_content(
+        f"{subject}\n\n"
+        + "\n".join(lines)
+        + f"\n\nDetails: {data.get('link', '')}\n\nEvent {event['id']} at {event['time']}\n"
+    )
+    return message
+
+
+# ---------------------------------------------------------------- the ledger
+
+
+def _scope(query: Any, principal: Principal) -> Any:
+    if principal.role is Role.OPS:
+        return query
+    return query.where(Subscription.la_code == _owned(principal))
+
+
+async def search_deliveries(
+    session: AsyncSession, filters: schemas.DeliveryFilters, principal: Principal
+) -> schemas.DeliveryPage:
+    query = (
+        _scope(select(Delivery).join(Subscription, Subscription.id == Delivery.subscription_id), principal)
+        .order_by(Delivery.id.desc())
+        .limit(filters.limit + 1)
+    )
+    for column, value in (
+        (Delivery.subscription_id, filters.subscription_id),
+        (Delivery.status, filters.status),
+        (Delivery.event_type, filters.event_type),
+        (Delivery.key, filters.key),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if filters.cursor is not None:
+        query = query.where(Delivery.id < filters.cursor)
+    rows = list((await session.execute(query)).scalars())
+    more = len(rows) > filters.limit
+    rows = rows[: filters.limit]
+    return schemas.DeliveryPage(
+        items=[schemas.DeliveryOut.model_validate(r) for r in rows], next_cursor=rows[-1].id if more else None
+    )
+
+
+async def get_delivery(session: AsyncSession, delivery_id: int, principal: Principal) -> Delivery:
+    row = (
+        await session.execute(
+            _scope(
+                select(Delivery)
+                .join(Subscription, Subscription.id == Delivery.subscription_id)
+                .where(Delivery.id == delivery_id),
+                principal,
+            )
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound("delivery", f"No delivery {delivery_id}.")
+    return row
+
+
+async def delivery_detail(session: AsyncSession, delivery: Delivery) -> schemas.DeliveryDetail:
+    attempts = (
+        await session.execute(select(Attempt).where(Attempt.delivery_id == delivery.id).order_by(Attempt.id))
+    ).scalars()
+    return schemas.DeliveryDetail(
+        **schemas.DeliveryOut.model_validate(delivery).model_dump(),
+        attempt_log=[schemas.AttemptOut.model_validate(a) for a in attempts],
+        payload=orjson.loads(delivery.payload),
+    )
+
+
+async def redeliver(session: AsyncSession, delivery: Delivery) -> Delivery:
+    """Send a delivery again now (a dead one after the subscriber recovered, or a delivered one
+    the subscriber lost), keeping its attempt history; same webhook-id, so receivers can dedupe."""
+    if delivery.status == "pending":
+        raise Conflict("delivery-pending", f"Delivery {delivery.id} is still pending; it will be retried.")
+    subscription = await session.get(Subscription, delivery.subscription_id)
+    if subscription is None or subscription.deleted_at is not None:
+        raise Conflict("subscription-deleted", "The subscription was deleted.")
+    delivery.status = "pending"
+    delivery.attempts = 0
+    delivery.next_attempt_at = _now()
+    delivery.leased_until = None
+    await session.flush()
+    return delivery
+
+
+async def replay(session: AsyncSession, subscription: Subscription, since: datetime) -> int:
+    """Queue again every event the subscription received from `since`, in their original order."""
+    conn = await raw_connection(session)
+    result = await conn.execute(
+        f"INSERT INTO {SCHEMA}.deliveries (subscription_id, event_id, event_type, key, payload, event_time, "
+        "created_at, status, attempts, next_attempt_at, replay_of) "
+        "SELECT subscription_id, event_id, event_type, key, payload, event_time, now(), 'pending', 0, now(), id "
+        f"FROM {SCHEMA}.deliveries WHERE subscription_id = $1 AND event_time >= $2 AND replay_of IS NULL "
+        "ORDER BY id",
+        subscription.id,
+        since,
+    )
+    return int(result.split()[-1])
