@@ -221,7 +221,11 @@ def mailbox() -> Any:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def notifications(
-    settings_overrides: dict[str, Any], cme: RunningService, mailbox: Mailbox
+    settings_overrides: dict[str, Any],
+    thresholds: RunningService,
+    casework: RunningService,
+    cme: RunningService,
+    mailbox: Mailbox,
 ) -> AsyncIterator[RunningService]:
     from services.notifications.main import build_app
     from services.notifications.settings import NotificationsSettings
@@ -237,6 +241,9 @@ async def notifications(
         delivery_timeout_seconds=1.0,
         dispatch_poll_seconds=0.05,
         smtp_port=mailbox.port,
+        thresholds_url=thresholds.base_url,
+        casework_url=casework.base_url,
+        letter_poll_seconds=0.2,
     )
     async with running_service(build_app, settings) as service:
         yield service

@@ -7,10 +7,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response, status
 
 from services.notifications import schemas, service
+from services.notifications.letters import LETTER_KINDS, TEMPLATES
 from services.notifications.settings import NotificationsSettings
 from shared.asyncapi import asyncapi_document
-from shared.auth import CurrentPrincipal, Role
+from shared.auth import CurrentPrincipal, Forbidden, Role
 from shared.db import Session
+from shared.errors import Conflict, NotFound
+from shared.params import LaCodePath
 
 router = APIRouter(prefix="/v1")
 
@@ -114,3 +117,105 @@ async def redeliver(delivery_id: int, session: Session, principal: CurrentPrinci
 )
 async def asyncapi() -> dict[str, Any]:
     return asyncapi_document()
+
+
+# ---------------------------------------------------------------- letters
+
+
+@router.get("/letters", tags=["letters"], summary="Stage letters to parents, newest first")
+async def letters(
+    session: Session,
+    principal: CurrentPrincipal,
+    case_id: int | None = None,
+    status: Annotated[str | None, Query(pattern="^(pending|ready|sent|failed)$")] = None,
+    cursor: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> schemas.LetterPage:
+    rows, next_cursor = await service.search_letters(session, principal, case_id, status, cursor, limit)
+    return schemas.LetterPage(items=[schemas.LetterOut.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/letters/{letter_id}", tags=["letters"], summary="A letter's state")
+async def letter(letter_id: int, session: Session, principal: CurrentPrincipal) -> schemas.LetterOut:
+    return schemas.LetterOut.model_validate(await service.get_letter(session, letter_id, principal))
+
+
+@router.get(
+    "/letters/{letter_id}/document",
+    tags=["letters"],
+    summary="The rendered letter: ?format=pdf (default) or html",
+    responses={200: {"content": {"application/pdf": {}, "text/html": {}}}},
+)
+async def letter_document(
+    letter_id: int,
+    session: Session,
+    principal: CurrentPrincipal,
+    format: Annotated[str, Query(pattern="^(pdf|html)$")] = "pdf",
+) -> Response:
+    row = await service.get_letter(session, letter_id, principal)
+    if row.html is None or row.pdf is None:
+        raise Conflict("letter-not-ready", f"Letter {letter_id} is {row.status}: not rendered yet.")
+    if format == "html":
+        return Response(row.html, media_type="text/html; charset=utf-8")
+    return Response(
+        row.pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="letter-{row.id}-{row.kind}.pdf"'},
+    )
+
+
+@router.post(
+    "/letters/{letter_id}/sent",
+    tags=["letters"],
+    summary="Confirm the letter was posted: recorded on the case as evidence (letter_sent)",
+)
+async def letter_sent(
+    letter_id: int,
+    body: schemas.LetterSentIn,
+    request: Request,
+    session: Session,
+    principal: CurrentPrincipal,
+) -> schemas.LetterOut:
+    principal.require_role(Role.SCHOOL, Role.LA_OFFICER)
+    row = await service.get_letter(session, letter_id, principal)
+    authorization = request.headers.get("authorization", "")
+    sent = await service.mark_sent(session, _settings(request), row, body, principal, authorization)
+    return schemas.LetterOut.model_validate(sent)
+
+
+@router.get(
+    "/letter-templates/{la_code}/{kind}",
+    tags=["letters"],
+    summary="The template a letter kind renders from in this LA (version 0: the platform's)",
+)
+async def letter_template(
+    la_code: LaCodePath, kind: str, session: Session, principal: CurrentPrincipal
+) -> schemas.TemplateOut:
+    _own_la(principal, la_code)
+    if kind not in LETTER_KINDS:
+        raise NotFound("letter-kind", f"No letter {kind!r}; kinds: {', '.join(LETTER_KINDS)}.")
+    row = await service.current_template(session, la_code, kind)
+    if row is not None:
+        return schemas.TemplateOut.model_validate(row)
+    body = (TEMPLATES / f"{kind}.html.j2").read_text()
+    return schemas.TemplateOut(la_code=la_code, kind=kind, version=0, body=body, created_at=None, created_by=None)
+
+
+@router.put(
+    "/letter-templates/{la_code}/{kind}",
+    tags=["letters"],
+    summary="Set the LA's template for a letter kind (a new version; checked by rendering a sample)",
+)
+async def put_letter_template(
+    la_code: LaCodePath, kind: str, body: schemas.TemplateIn, session: Session, principal: CurrentPrincipal
+) -> schemas.TemplateOut:
+    principal.require_role(Role.LA_OFFICER)
+    _own_la(principal, la_code)
+    return schemas.TemplateOut.model_validate(
+        await service.put_template(session, la_code, kind, body.body, principal.subject)
+    )
+
+
+def _own_la(principal, la_code: str) -> None:
+    if principal.role is not Role.OPS and principal.la_code != la_code:
+        raise Forbidden(f"This credential does not give access to LA {la_code}.")

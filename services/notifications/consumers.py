@@ -19,3 +19,7 @@ def events_consumer(runtime: Runtime) -> ConsumerRunner:
 
 def dispatcher(runtime: Runtime) -> service.Dispatcher:
     return service.Dispatcher(runtime.settings, runtime.sessionmaker)  # type: ignore[arg-type]
+
+
+def letter_renderer(runtime: Runtime) -> service.LetterRenderer:
+    return service.LetterRenderer(runtime.settings, runtime.sessionmaker)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.notifications.api import router
-from services.notifications.consumers import dispatcher, events_consumer
+from services.notifications.consumers import dispatcher, events_consumer, letter_renderer
 from services.notifications.settings import NotificationsSettings
 from shared.app import Runtime, create_app
 
@@ -18,13 +18,17 @@ dead-lettered after the retry budget; a slow or failing subscriber never delays 
 Every attempt is in the ledger (`GET /v1/deliveries`); dead ones can be redelivered and any
 period replayed. `GET /v1/asyncapi.json` documents every topic and webhook payload.
 
+Stage letters to parents (seed 004: stages 1, 2 and 3, the formal warning) are rendered from
+versioned templates per LA with the pupil's figures, as HTML and PDF (`/v1/letters`); confirming
+one was posted records it on the case as evidence.
+
 Verify a delivery with `shared/webhooks.py` (`verify(body, headers, secret)`) or the
 `standardwebhooks` package.
 """
 
 
 def workers(runtime: Runtime):
-    return [events_consumer(runtime).run, dispatcher(runtime).run]
+    return [events_consumer(runtime).run, dispatcher(runtime).run, letter_renderer(runtime).run]
 
 
 def build_app(settings: NotificationsSettings | None = None) -> FastAPI:
@@ -37,6 +41,7 @@ def build_app(settings: NotificationsSettings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "subscriptions", "description": "Webhook endpoints and officers' email, by event type"},
             {"name": "deliveries", "description": "The ledger: every delivery and attempt; redelivery"},
+            {"name": "letters", "description": "Stage letters to parents: templates per LA, HTML and PDF, evidence"},
             {"name": "docs", "description": "The AsyncAPI document"},
         ],
     )

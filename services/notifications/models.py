@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -93,3 +93,45 @@ class Attempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(Text)  # delivered | failed
+
+
+class LetterTemplate(Base):
+    """An LA's version of a letter; the newest version of a kind is used, the platform's file if none."""
+
+    __tablename__ = "letter_templates"
+
+    la_code: Mapped[str] = mapped_column(String(3), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(Text)
+
+
+class Letter(Base):
+    """A stage letter to a pupil's parents: rendered from the template in force with the pupil's
+    figures, then recorded on the case as evidence when the school or officer has posted it."""
+
+    __tablename__ = "letters"
+    __table_args__ = (Index("ix_letters_pending", "next_attempt_at", postgresql_where=text("status = 'pending'")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True)  # the escalation that asked
+    case_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    la_code: Mapped[str] = mapped_column(String(3))
+    urn: Mapped[str] = mapped_column(String(6), index=True)
+    upn: Mapped[str] = mapped_column(String(13))
+    kind: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)  # pending | ready | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    template_version: Mapped[int | None] = mapped_column(Integer)  # 0: the platform's template
+    html: Mapped[str | None] = mapped_column(Text)
+    pdf: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rendered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    posted_on: Mapped[date | None] = mapped_column(Date)
+    sent_by: Mapped[str | None] = mapped_column(Text)
+    case_action_id: Mapped[int | None] = mapped_column(BigInteger)

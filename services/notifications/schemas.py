@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -168,3 +168,57 @@ class DeliveryFilters(BaseModel):
     key: str | None = Field(None, description="The pupil's UPN")
     cursor: int | None = Field(None, ge=1)
     limit: int = Field(100, ge=1, le=1000)
+
+
+class LetterSentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"posted_on": "2026-01-06"}]})
+
+    posted_on: date
+    address_recorded: bool = Field(True, description="The letter carries the family's full address (seed 004)")
+
+
+class LetterOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    case_id: int
+    la_code: str
+    urn: str
+    upn: str
+    kind: str
+    status: Literal["pending", "ready", "sent", "failed"]
+    template_version: int | None = Field(description="The LA's template version used; 0: the platform's")
+    created_at: datetime
+    rendered_at: datetime | None
+    sent_at: datetime | None
+    posted_on: date | None
+    sent_by: str | None
+    case_action_id: int | None = Field(description="The casework evidence record of the posted letter")
+    last_error: str | None
+
+
+class LetterPage(BaseModel):
+    items: list[LetterOut]
+    next_cursor: int | None
+
+
+class TemplateIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"body": '{% extends "_base.html.j2" %}{% block body %}<p>We are worried.</p>{% endblock %}'}]
+        },
+    )
+
+    body: str = Field(min_length=1, max_length=50_000, description="Jinja2 HTML; may extend _base.html.j2")
+
+
+class TemplateOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    la_code: str
+    kind: str
+    version: int
+    body: str
+    created_at: datetime | None
+    created_by: str | None

@@ -10,6 +10,7 @@ in-flight slots.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -26,13 +27,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.notifications import schemas
-from services.notifications.models import SCHEMA, Attempt, Delivery, Subscription
+from services.notifications import letters, schemas
+from services.notifications.models import SCHEMA, Attempt, Delivery, Letter, LetterTemplate, Subscription
 from services.notifications.settings import NotificationsSettings
-from shared.auth import Principal, Role
+from shared.auth import Principal, Role, issue_token
 from shared.db import raw_connection
-from shared.errors import Conflict, NotFound, Unprocessable
+from shared.errors import Conflict, NotFound, Problem, Unprocessable
 from shared.events import CloudEvent
+from shared.time import school_today
 from shared.webhooks import new_secret, signed_headers
 
 log = structlog.get_logger(__name__)
@@ -152,7 +154,9 @@ def _wants(subscription: Subscription, event: CloudEvent[Any]) -> bool:
 
 
 async def handle_events(session: AsyncSession, events: Sequence[CloudEvent[Any]]) -> None:
-    """Record one delivery per event and matching subscription (a redelivered event adds none)."""
+    """Record one delivery per event and matching subscription, and the stage letters escalations
+    ask for (a redelivered event adds none)."""
+    await request_letters(session, events)
     subscriptions = list(
         (await session.execute(select(Subscription).where(Subscription.deleted_at.is_(None)))).scalars()
     )
@@ -471,3 +475,201 @@ async def replay(session: AsyncSession, subscription: Subscription, since: datet
         since,
     )
     return int(result.split()[-1])
+
+
+# ---------------------------------------------------------------- letters
+
+
+def _letter_request(event: CloudEvent[Any]) -> tuple[Any, ...] | None:
+    """A stage letter when a case enters a state that sends one (a new escalation, not a replay)."""
+    data = event.data
+    if not event.type.startswith("casework.") or not hasattr(data, "state"):
+        return None
+    kind = letters.LETTER_FOR_STATE.get(data.state)
+    if kind is None or data.from_state == data.state:
+        return None
+    return (event.id, data.case_id, data.la_code, data.urn, data.upn, kind)
+
+
+async def request_letters(session: AsyncSession, events: Sequence[CloudEvent[Any]]) -> None:
+    rows = [row for row in map(_letter_request, events) if row is not None]
+    if not rows:
+        return
+    conn = await raw_connection(session)
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.letters (event_id, case_id, la_code, urn, upn, kind, status, attempts, "
+        "next_attempt_at, created_at) "
+        "SELECT e, c, l, u, p, k, 'pending', 0, now(), now() "
+        "FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) AS x(e, c, l, u, p, k) "
+        "ON CONFLICT (event_id) DO NOTHING",
+        *[list(column) for column in zip(*rows, strict=True)],
+    )
+
+
+async def current_template(session: AsyncSession, la_code: str, kind: str) -> LetterTemplate | None:
+    return (
+        await session.execute(
+            select(LetterTemplate)
+            .where(LetterTemplate.la_code == la_code, LetterTemplate.kind == kind)
+            .order_by(LetterTemplate.version.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def put_template(session: AsyncSession, la_code: str, kind: str, body: str, by: str) -> LetterTemplate:
+    if kind not in letters.LETTER_KINDS:
+        raise NotFound("letter-kind", f"No letter {kind!r}; kinds: {', '.join(letters.LETTER_KINDS)}.")
+    problem = letters.template_error(kind, body)
+    if problem is not None:
+        raise Unprocessable("invalid-template", f"The template does not render: {problem}")
+    conn = await raw_connection(session)
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('notifications.template:' || $1 || $2))", la_code, kind)
+    current = await current_template(session, la_code, kind)
+    row = LetterTemplate(
+        la_code=la_code,
+        kind=kind,
+        version=(current.version if current else 0) + 1,
+        body=body,
+        created_at=_now(),
+        created_by=by,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+class LetterRenderer:
+    """Renders pending letters with the pupil's figures from the thresholds service; retries while
+    it is unreachable. Any replica may run it: letters are taken with SKIP LOCKED."""
+
+    def __init__(self, settings: NotificationsSettings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with httpx.AsyncClient(base_url=self.settings.thresholds_url, timeout=10, trust_env=False) as http:
+            while not stop.is_set():
+                try:
+                    async with self.sessionmaker() as session, session.begin():
+                        await self.render_due(session, http)
+                except Exception:
+                    log.exception("letter_render_failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.letter_poll_seconds)
+
+    async def render_due(self, session: AsyncSession, http: httpx.AsyncClient) -> int:
+        due = (
+            await session.execute(
+                select(Letter)
+                .where(Letter.status == "pending", Letter.next_attempt_at <= _now())
+                .order_by(Letter.id)
+                .limit(20)
+                .with_for_update(skip_locked=True)
+            )
+        ).scalars()
+        count = 0
+        for letter in due:
+            try:
+                attendance = await self._figures(http, letter)
+            except (httpx.HTTPError, ValueError) as exc:
+                letter.attempts += 1
+                letter.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                letter.status = "failed" if letter.attempts >= self.settings.retry_budget else "pending"
+                letter.next_attempt_at = _now() + timedelta(seconds=backoff(letter.attempts, self.settings))
+                continue
+            template = await current_template(session, letter.la_code, letter.kind)
+            context = letters.letter_context(
+                kind=letter.kind,
+                la_code=letter.la_code,
+                urn=letter.urn,
+                upn=letter.upn,
+                case_id=letter.case_id,
+                today=school_today(),
+                attendance=attendance,
+            )
+            letter.html = letters.render_letter(letter.kind, context, template.body if template else None)
+            letter.pdf = letters.html_to_pdf(letter.html)
+            letter.template_version = template.version if template else 0
+            letter.status, letter.rendered_at, letter.last_error = "ready", _now(), None
+            count += 1
+        return count
+
+    async def _figures(self, http: httpx.AsyncClient, letter: Letter) -> dict[str, Any]:
+        token = issue_token(
+            self.settings, subject="notifications", role=Role.LA_SYSTEM, la_code=letter.la_code, ttl_seconds=300
+        )
+        response = await http.get(
+            f"/v1/schools/{letter.urn}/pupils/{letter.upn}/attendance", headers={"Authorization": f"Bearer {token}"}
+        )
+        if response.status_code != 200:
+            raise ValueError(f"thresholds answered {response.status_code}")
+        return response.json()
+
+
+def _letter_scope(query: Any, principal: Principal) -> Any:
+    if principal.role is Role.SCHOOL:
+        return query.where(Letter.urn.in_(principal.urns))
+    if principal.la_code:
+        return query.where(Letter.la_code == principal.la_code)
+    return query
+
+
+async def get_letter(session: AsyncSession, letter_id: int, principal: Principal) -> Letter:
+    letter = (
+        await session.execute(_letter_scope(select(Letter).where(Letter.id == letter_id), principal))
+    ).scalar_one_or_none()
+    if letter is None:
+        raise NotFound("letter", f"No letter {letter_id}.")
+    return letter
+
+
+async def search_letters(
+    session: AsyncSession, principal: Principal, case_id: int | None, status: str | None, cursor: int | None, limit: int
+) -> tuple[list[Letter], int | None]:
+    query = _letter_scope(select(Letter), principal).order_by(Letter.id.desc()).limit(limit + 1)
+    if case_id is not None:
+        query = query.where(Letter.case_id == case_id)
+    if status is not None:
+        query = query.where(Letter.status == status)
+    if cursor is not None:
+        query = query.where(Letter.id < cursor)
+    rows = list((await session.execute(query)).scalars())
+    return rows[:limit], rows[limit - 1].id if len(rows) > limit else None
+
+
+async def mark_sent(
+    session: AsyncSession,
+    settings: NotificationsSettings,
+    letter: Letter,
+    body: schemas.LetterSentIn,
+    principal: Principal,
+    authorization: str,
+) -> Letter:
+    """Record the posted letter on its case as evidence (a casework `letter_sent` record, made with
+    the caller's own credential, so casework checks and attributes it), then mark it sent."""
+    if letter.status != "ready":
+        raise Conflict("letter-not-ready", f"Letter {letter.id} is {letter.status}, not ready to send.")
+    record = {
+        "kind": "letter_sent",
+        "occurred_on": body.posted_on.isoformat(),
+        "details": {
+            "letter": letter.kind,
+            "posted_on": body.posted_on.isoformat(),
+            "address_recorded": body.address_recorded,
+        },
+    }
+    async with httpx.AsyncClient(base_url=settings.casework_url, timeout=10, trust_env=False) as http:
+        try:
+            response = await http.post(
+                f"/v1/cases/{letter.case_id}/actions", json=record, headers={"Authorization": authorization}
+            )
+        except httpx.HTTPError as exc:
+            raise Problem(503, "casework-unreachable", "Casework unreachable", f"{type(exc).__name__}") from None
+    if response.status_code != 201:
+        detail = response.json().get("detail", response.text) if response.content else response.reason_phrase
+        raise Problem(response.status_code, "casework-refused", "Casework refused the record", str(detail))
+    letter.status, letter.sent_at, letter.posted_on = "sent", _now(), body.posted_on
+    letter.sent_by, letter.case_action_id = principal.subject, response.json()["id"]
+    await session.flush()
+    return letter

@@ -20,6 +20,13 @@ class NotificationsSettings(ServiceSettings):
         False, description="Accept plain-http webhook URLs (development only; production endpoints use https)"
     )
     previous_secret_seconds: int = Field(86400, description="How long a rotated-out secret still signs deliveries")
+    thresholds_url: str = Field(
+        "http://127.0.0.1:8002", description="The thresholds service, for the pupil's figures in letters"
+    )
+    casework_url: str = Field(
+        "http://127.0.0.1:8003", description="The casework service, where sent letters are recorded"
+    )
+    letter_poll_seconds: float = Field(1.0, description="How often letters waiting to be rendered are looked for")
     smtp_host: str = Field("127.0.0.1", description="SMTP server for email to officers")
     smtp_port: int = Field(25)
     smtp_username: str | None = None
