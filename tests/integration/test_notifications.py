@@ -268,6 +268,7 @@ async def test_email_to_officers_through_smtp(notifications, cme, la, new_upn, t
     assert "cme case opened" in message["Subject"]
     text = message.get_content()
     assert "deleted_without_destination" in text and "/v1/cme/cases/" in text
+
     async def recorded() -> list[dict[str, Any]]:
         rows = await ledger(notifications, {"system": officer}, subscription_id=created["id"])
         return rows if rows and rows[0]["status"] != "pending" else []
