@@ -200,10 +200,14 @@ async def test_failing_subscriber_is_retried_then_dead_lettered_and_never_delays
 
 async def test_hanging_subscriber_times_out_and_recovers_with_nothing_lost(notifications, cme, la, new_upn):
     upns = [new_upn(), new_upn()]
-    async with receiver() as slow:
+    async with receiver() as slow, receiver() as healthy:
         slow.mode = "hang"
         created = await subscribe(notifications, la, slow.url)
+        await subscribe(notifications, la, healthy.url)
         await roll_changes(cme, la, upns)
+        # The other subscriber has everything while the slow one has not answered once.
+        await eventually(lambda: _count(healthy, 6), "the healthy subscriber's deliveries", timeout=3)
+        assert slow.received == []
 
         async def timed_out() -> bool:
             rows = await ledger(notifications, la, subscription_id=created["id"])
