@@ -243,6 +243,7 @@ async def notifications(
         smtp_port=mailbox.port,
         thresholds_url=thresholds.base_url,
         casework_url=casework.base_url,
+        cme_url=cme.base_url,
         letter_poll_seconds=0.2,
     )
     async with running_service(build_app, settings) as service:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Query, Request, Response, status
 
 from services.notifications import schemas, service
@@ -12,8 +13,9 @@ from services.notifications.settings import NotificationsSettings
 from shared.asyncapi import asyncapi_document
 from shared.auth import CurrentPrincipal, Forbidden, Role
 from shared.db import Session
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, Problem
 from shared.params import LaCodePath
+from shared.time import school_today
 
 router = APIRouter(prefix="/v1")
 
@@ -85,6 +87,31 @@ async def replay(
 ) -> dict[str, int]:
     subscription = await service.get_subscription(session, subscription_id, principal)
     return {"queued": await service.replay(session, subscription, body.since)}
+
+
+@router.post(
+    "/subscriptions/{subscription_id}/digest",
+    tags=["subscriptions"],
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Send the worklist digest now (it also goes daily after DIGEST_HOUR)",
+)
+async def send_digest(
+    subscription_id: int, request: Request, session: Session, principal: CurrentPrincipal
+) -> schemas.DeliveryOut:
+    subscription = await service.get_subscription(session, subscription_id, principal)
+    if not subscription.digest:
+        raise Conflict("no-digest", f"Subscription {subscription_id} does not ask for the digest.")
+    scheduler = service.DigestScheduler(_settings(request), request.app.state.sessionmaker)
+    casework, cme = scheduler.clients()
+    async with casework, cme:
+        try:
+            digest = await service.build_digest(_settings(request), subscription.la_code, school_today(), casework, cme)
+        except (httpx.HTTPError, ValueError) as exc:
+            raise Problem(503, "worklists-unreachable", "Worklists unreachable", str(exc)) from None
+    await service.queue_digest(session, subscription, digest)
+    return schemas.DeliveryOut.model_validate(
+        await service.get_delivery_by_event(session, subscription.id, digest["id"])
+    )
 
 
 @router.get("/deliveries", tags=["deliveries"], summary="The delivery ledger, newest first")

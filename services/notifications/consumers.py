@@ -23,3 +23,7 @@ def dispatcher(runtime: Runtime) -> service.Dispatcher:
 
 def letter_renderer(runtime: Runtime) -> service.LetterRenderer:
     return service.LetterRenderer(runtime.settings, runtime.sessionmaker)  # type: ignore[arg-type]
+
+
+def digest_scheduler(runtime: Runtime) -> service.DigestScheduler:
+    return service.DigestScheduler(runtime.settings, runtime.sessionmaker)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.notifications.api import router
-from services.notifications.consumers import dispatcher, events_consumer, letter_renderer
+from services.notifications.consumers import digest_scheduler, dispatcher, events_consumer, letter_renderer
 from services.notifications.settings import NotificationsSettings
 from shared.app import Runtime, create_app
 
@@ -28,7 +28,12 @@ Verify a delivery with `shared/webhooks.py` (`verify(body, headers, secret)`) or
 
 
 def workers(runtime: Runtime):
-    return [events_consumer(runtime).run, dispatcher(runtime).run, letter_renderer(runtime).run]
+    return [
+        events_consumer(runtime).run,
+        dispatcher(runtime).run,
+        letter_renderer(runtime).run,
+        digest_scheduler(runtime).run,
+    ]
 
 
 def build_app(settings: NotificationsSettings | None = None) -> FastAPI:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, text
+from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -29,6 +29,8 @@ class Subscription(Base):
     event_types: Mapped[list[str]] = mapped_column(ARRAY(Text))
     urns: Mapped[list[str]] = mapped_column(ARRAY(Text), default=list)  # empty: every school of the LA
     description: Mapped[str] = mapped_column(Text, default="")
+    digest: Mapped[bool] = mapped_column(Boolean, default=False)  # email: a daily worklist digest too
+    last_digest_on: Mapped[date | None] = mapped_column(Date)
     # Signing needs the secret itself (HMAC), so it is stored, never shown again after creation or
     # rotation. A rotated-out secret keeps signing until `previous_secret_expires_at`.
     secret: Mapped[str | None] = mapped_column(Text)

@@ -47,9 +47,12 @@ class SubscriptionIn(BaseModel):
     url: str | None = Field(None, max_length=2000, description="webhook: the endpoint deliveries are POSTed to")
     email: str | None = Field(None, max_length=320, description="email: the officer's address")
     event_types: list[str] = Field(
-        min_length=1,
+        default_factory=list,
         max_length=50,
         description="Event types to deliver, exact or by prefix (`cme.*`); see GET /v1/asyncapi.json",
+    )
+    digest: bool = Field(
+        False, description="email: also a daily digest of the LA's casework and CME worklists (DIGEST_HOUR)"
     )
     urns: list[str] = Field(
         default_factory=list, max_length=1000, description="Only these schools of the LA (default: every school)"
@@ -74,6 +77,10 @@ class SubscriptionIn(BaseModel):
 
     @model_validator(mode="after")
     def _target(self) -> SubscriptionIn:
+        if not self.event_types and not self.digest:
+            raise ValueError("name at least one event type (or, for email, ask for the digest)")
+        if self.digest and self.channel != "email":
+            raise ValueError("the worklist digest is sent by email")
         if self.channel == "webhook":
             if not self.url or self.email:
                 raise ValueError("a webhook subscription needs url (and no email)")
@@ -95,6 +102,8 @@ class SubscriptionOut(BaseModel):
     event_types: list[str]
     urns: list[str]
     description: str
+    digest: bool
+    last_digest_on: date | None
     created_at: datetime
     created_by: str
     previous_secret_expires_at: datetime | None = Field(

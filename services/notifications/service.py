@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -34,7 +35,7 @@ from shared.auth import Principal, Role, issue_token
 from shared.db import raw_connection
 from shared.errors import Conflict, NotFound, Problem, Unprocessable
 from shared.events import CloudEvent
-from shared.time import school_today
+from shared.time import LONDON, school_today
 from shared.webhooks import new_secret, signed_headers
 
 log = structlog.get_logger(__name__)
@@ -78,6 +79,7 @@ async def create_subscription(
         event_types=body.event_types,
         urns=body.urns,
         description=body.description,
+        digest=body.digest,
         secret=new_secret() if body.channel == "webhook" else None,
         created_at=_now(),
         created_by=principal.subject,
@@ -366,22 +368,46 @@ async def _backlog(session: AsyncSession) -> int:
 
 
 def email_for(payload: str, to: str, sender: str) -> EmailMessage:
-    """A plain-text email of an event: what happened, to which pupil and school, and the link; the
-    same thin content as the event itself."""
+    """A plain-text email of an event (the same thin content as the event, and its link), or of a
+    worklist digest."""
     event = orjson.loads(payload)
-    data = event.get("data", {})
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
+    if event["type"] == DIGEST_TYPE:
+        message["Subject"], body = _digest_text(event)
+        message.set_content(body)
+        return message
+    data = event.get("data", {})
     subject = event["type"].replace(".", " ").replace("_", " ")
     message["Subject"] = f"[Attendance] {subject}: pupil {data.get('upn', '?')} at school {data.get('urn', '?')}"
-    lines = [f"{name}: {value}" for name, value in data.items() if name not in ("link",) and value not in (None, "")]
+    lines = [f"{name}: {value}" for name, value in data.items() if name != "link" and value not in (None, "")]
     message.set_content(
         f"{subject}\n\n"
         + "\n".join(lines)
         + f"\n\nDetails: {data.get('link', '')}\n\nEvent {event['id']} at {event['time']}\n"
     )
     return message
+
+
+def _digest_text(digest: dict[str, Any]) -> tuple[str, str]:
+    casework, cme = digest["casework"], digest["cme"]
+    overdue = sum(1 for item in casework if item["overdue"]) + sum(1 for i in cme if i["kind"] == "missing_return")
+    subject = (
+        f"[Attendance] Worklist for LA {digest['la_code']} on {digest['date']}: "
+        f"{len(casework) + len(cme)} items, {overdue} overdue"
+    )
+    lines = [f"Casework clocks due by {digest['date']} ({len(casework)}):"]
+    lines += [
+        f"- {i['due_on']}{' OVERDUE' if i['overdue'] else ''}: {i['clock']} for pupil {i['upn']} at school "
+        f"{i['urn']} (case {i['case_id']}, {i['state']})"
+        for i in casework
+    ] or ["- none"]
+    lines += ["", f"Children missing education and roll returns ({len(cme)}):"]
+    lines += [
+        f"- {i['kind']}: pupil {i['upn']} at school {i['urn'] or '-'}: {i['detail']} ({i['link']})" for i in cme
+    ] or ["- none"]
+    return subject, "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- the ledger
@@ -433,6 +459,16 @@ async def get_delivery(session: AsyncSession, delivery_id: int, principal: Princ
     if row is None:
         raise NotFound("delivery", f"No delivery {delivery_id}.")
     return row
+
+
+async def get_delivery_by_event(session: AsyncSession, subscription_id: int, event_id: str) -> Delivery:
+    return (
+        await session.execute(
+            select(Delivery).where(
+                Delivery.subscription_id == subscription_id, Delivery.event_id == uuid.UUID(event_id)
+            )
+        )
+    ).scalar_one()
 
 
 async def delivery_detail(session: AsyncSession, delivery: Delivery) -> schemas.DeliveryDetail:
@@ -673,3 +709,99 @@ async def mark_sent(
     letter.sent_by, letter.case_action_id = principal.subject, response.json()["id"]
     await session.flush()
     return letter
+
+
+# ---------------------------------------------------------------- worklist digests
+
+DIGEST_TYPE = "notifications.digest"
+
+
+async def build_digest(
+    settings: NotificationsSettings, la_code: str, today: date, casework: httpx.AsyncClient, cme: httpx.AsyncClient
+) -> dict[str, Any]:
+    """The LA's casework clocks due by today and its CME worklist, from those services."""
+    token = issue_token(settings, subject="notifications", role=Role.LA_SYSTEM, la_code=la_code, ttl_seconds=300)
+    headers = {"Authorization": f"Bearer {token}"}
+    clocks = await casework.get("/v1/casework/worklist", params={"due_before": today.isoformat()}, headers=headers)
+    worklist = await cme.get("/v1/cme/worklist", headers=headers)
+    for response in (clocks, worklist):
+        if response.status_code != 200:
+            raise ValueError(f"{response.request.url} answered {response.status_code}")
+    return {
+        "id": str(uuid.uuid4()),
+        "type": DIGEST_TYPE,
+        "time": _now().isoformat(),
+        "la_code": la_code,
+        "date": today.isoformat(),
+        "casework": clocks.json()["items"],
+        "cme": worklist.json()["items"],
+    }
+
+
+async def queue_digest(session: AsyncSession, subscription: Subscription, digest: dict[str, Any]) -> None:
+    now = _now()
+    session.add(
+        Delivery(
+            subscription_id=subscription.id,
+            event_id=uuid.UUID(digest["id"]),
+            event_type=DIGEST_TYPE,
+            key=f"digest:{subscription.id}",
+            payload=orjson.dumps(digest).decode(),
+            event_time=now,
+            created_at=now,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+        )
+    )
+    subscription.last_digest_on = date.fromisoformat(digest["date"])
+    await session.flush()
+
+
+class DigestScheduler:
+    """Once a day after DIGEST_HOUR (London), each digest subscription gets its LA's worklists by
+    email, through the ledger like any delivery. Any replica may run it: subscriptions are taken
+    with SKIP LOCKED and marked with the day."""
+
+    def __init__(self, settings: NotificationsSettings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self.settings = settings
+        self.sessionmaker = sessionmaker
+
+    def clients(self) -> tuple[httpx.AsyncClient, httpx.AsyncClient]:
+        return (
+            httpx.AsyncClient(base_url=self.settings.casework_url, timeout=10, trust_env=False),
+            httpx.AsyncClient(base_url=self.settings.cme_url, timeout=10, trust_env=False),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        casework, cme = self.clients()
+        async with casework, cme:
+            while not stop.is_set():
+                if datetime.now(LONDON).hour >= self.settings.digest_hour:
+                    try:
+                        await self.send_due(school_today(), casework, cme)
+                    except Exception:
+                        log.exception("digest_failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 60)
+
+    async def send_due(self, today: date, casework: httpx.AsyncClient, cme: httpx.AsyncClient) -> int:
+        async with self.sessionmaker() as session, session.begin():
+            due = list(
+                (
+                    await session.execute(
+                        select(Subscription)
+                        .where(
+                            Subscription.digest.is_(True),
+                            Subscription.deleted_at.is_(None),
+                            (Subscription.last_digest_on.is_(None)) | (Subscription.last_digest_on < today),
+                        )
+                        .with_for_update(skip_locked=True)
+                    )
+                ).scalars()
+            )
+            for subscription in due:
+                await queue_digest(
+                    session, subscription, await build_digest(self.settings, subscription.la_code, today, casework, cme)
+                )
+        return len(due)

@@ -26,6 +26,8 @@ class NotificationsSettings(ServiceSettings):
     casework_url: str = Field(
         "http://127.0.0.1:8003", description="The casework service, where sent letters are recorded"
     )
+    cme_url: str = Field("http://127.0.0.1:8004", description="The CME service, for the worklist digest")
+    digest_hour: int = Field(7, ge=0, le=23, description="Hour (London) after which the daily digests go out")
     letter_poll_seconds: float = Field(1.0, description="How often letters waiting to be rendered are looked for")
     smtp_host: str = Field("127.0.0.1", description="SMTP server for email to officers")
     smtp_port: int = Field(25)

@@ -281,6 +281,37 @@ async def test_email_to_officers_through_smtp(notifications, cme, la, new_upn, t
     assert (row["status"], row["last_status_code"]) == ("delivered", 250)
 
 
+async def test_worklist_digest_by_email(notifications, cme, la, new_upn, token, mailbox):
+    officer = token(Role.LA_OFFICER, la_code=la["code"], subject="cme-officer")
+    upn = new_upn()
+    school = la["school"]
+    async with cme.client(school["token"]) as mis:
+        await post(mis, f"/v1/schools/{school['urn']}/admissions", admission(upn), 201)
+        await post(mis, f"/v1/schools/{school['urn']}/deletions", deletion(upn, "moved_away"), 201)
+    async with notifications.client(officer) as http:
+        body = {"channel": "email", "email": "ewo@example.gov.uk", "digest": True}
+        created = await post(http, "/v1/subscriptions", body, 201)
+        assert (created["digest"], created["event_types"]) == (True, [])
+        queued = await post(http, f"/v1/subscriptions/{created['id']}/digest", {}, 202)
+        assert queued["event_type"] == "notifications.digest"
+
+    async def mailed() -> list[Any]:
+        return [m for m in mailbox.messages if m["To"] == "ewo@example.gov.uk" and la["code"] in m["Subject"]]
+
+    [message] = await eventually(mailed, "the digest email")
+    assert message["Subject"].startswith(f"[Attendance] Worklist for LA {la['code']} on ")
+    text = message.get_content()
+    assert f"- cme_case: pupil {upn} at school {school['urn']}" in text
+    assert "Casework clocks due by" in text
+    async with notifications.client(la["system"]) as http:
+        no_digest = await post(
+            http, "/v1/subscriptions", {"url": "http://127.0.0.1:9/h", "event_types": ["cme.*"]}, 201
+        )
+        assert (await http.post(f"/v1/subscriptions/{no_digest['id']}/digest")).status_code == 409
+        webhook_digest = {"url": "http://127.0.0.1:9/h", "digest": True}
+        assert (await http.post("/v1/subscriptions", json=webhook_digest)).status_code == 422
+
+
 async def test_subscriptions_are_scoped_and_validated(notifications, la, token, new_urn):
     other = token(Role.LA_SYSTEM, la_code="899")
     school = token(Role.SCHOOL, urns={la["school"]["urn"]})
