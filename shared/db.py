@@ -6,7 +6,7 @@ service functions only add and flush, so one request is one transaction.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 import asyncpg
@@ -68,3 +68,25 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
     conn: AsyncConnection = await session.connection()
     raw = await conn.get_raw_connection()
     return raw.driver_connection  # type: ignore[return-value]
+
+
+async def newest_first(
+    session: AsyncSession,
+    query: Any,
+    id_column: Any,
+    *,
+    equal: Sequence[tuple[Any, Any]] = (),
+    cursor: int | None,
+    limit: int,
+) -> tuple[list[Any], int | None]:
+    """One page of a list in stable newest-first order (keyset: `cursor` is the last id seen), with
+    an equality filter for each (column, value) whose value is given; and the next page's cursor."""
+    for column, value in equal:
+        if value is not None:
+            query = query.where(column == value)
+    if cursor is not None:
+        query = query.where(id_column < cursor)
+    rows = list((await session.execute(query.order_by(id_column.desc()).limit(limit + 1))).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, getattr(rows[-1], id_column.key) if more else None

@@ -23,7 +23,7 @@ from services.casework.models import SCHEMA, Case, CaseAction, CaseTransition, C
 from services.casework.settings import CaseworkSettings
 from shared import outbox
 from shared.auth import Principal, Role
-from shared.db import raw_connection
+from shared.db import newest_first, raw_connection
 from shared.domain.calendar import SchoolCalendar
 from shared.domain.casework import (
     ACTION_DETAILS,
@@ -555,20 +555,23 @@ def case_out(case: Case, principal: Principal | None = None) -> schemas.CaseOut:
 
 
 async def search_cases(session: AsyncSession, filters: schemas.CaseFilters, principal: Principal) -> schemas.CasePage:
-    query = principal.scope(select(Case), Case).order_by(Case.id.desc()).limit(filters.limit + 1)
-    for column, value in ((Case.la_code, filters.la_code), (Case.urn, filters.urn), (Case.upn, filters.upn)):
-        if value is not None:
-            query = query.where(column == value)
-    if filters.state is not None:
-        query = query.where(Case.state == filters.state)
+    query = principal.scope(select(Case), Case)
     if filters.overdue:
         query = query.where(Case.id.in_(select(Clock.case_id).where(Clock.status == "overdue")))
-    if filters.cursor is not None:
-        query = query.where(Case.id < filters.cursor)
-    rows = list((await session.execute(query)).scalars())
-    more = len(rows) > filters.limit
-    rows = rows[: filters.limit]
-    return schemas.CasePage(items=[case_out(r, principal) for r in rows], next_cursor=rows[-1].id if more else None)
+    rows, next_cursor = await newest_first(
+        session,
+        query,
+        Case.id,
+        equal=[
+            (Case.la_code, filters.la_code),
+            (Case.urn, filters.urn),
+            (Case.upn, filters.upn),
+            (Case.state, filters.state),
+        ],
+        cursor=filters.cursor,
+        limit=filters.limit,
+    )
+    return schemas.CasePage(items=[case_out(r, principal) for r in rows], next_cursor=next_cursor)
 
 
 async def worklist(

@@ -34,7 +34,7 @@ from services.cme.models import (
 from services.cme.settings import CmeSettings
 from shared import outbox
 from shared.auth import Principal, Role
-from shared.db import raw_connection
+from shared.db import newest_first, raw_connection
 from shared.domain.calendar import SchoolCalendar, academic_year, academic_year_bounds
 from shared.domain.roll import (
     DEFAULT_NOTIFICATION_POLICY,
@@ -1062,23 +1062,20 @@ async def case_detail(session: AsyncSession, case: CmeCase) -> schemas.CaseDetai
 
 
 async def search_cases(session: AsyncSession, filters: schemas.CaseFilters, principal: Principal) -> schemas.CasePage:
-    query = principal.scope(select(CmeCase), CmeCase).order_by(CmeCase.id.desc()).limit(filters.limit + 1)
-    for column, value in (
-        (CmeCase.la_code, filters.la_code),
-        (CmeCase.urn, filters.urn),
-        (CmeCase.upn, filters.upn),
-        (CmeCase.status, filters.status),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if filters.cursor is not None:
-        query = query.where(CmeCase.id < filters.cursor)
-    rows = list((await session.execute(query)).scalars())
-    more = len(rows) > filters.limit
-    rows = rows[: filters.limit]
-    return schemas.CasePage(
-        items=[schemas.CaseOut.model_validate(r) for r in rows], next_cursor=rows[-1].id if more else None
+    rows, next_cursor = await newest_first(
+        session,
+        principal.scope(select(CmeCase), CmeCase),
+        CmeCase.id,
+        equal=[
+            (CmeCase.la_code, filters.la_code),
+            (CmeCase.urn, filters.urn),
+            (CmeCase.upn, filters.upn),
+            (CmeCase.status, filters.status),
+        ],
+        cursor=filters.cursor,
+        limit=filters.limit,
     )
+    return schemas.CasePage(items=[schemas.CaseOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 # ---------------------------------------------------------------- the register stream and alerts

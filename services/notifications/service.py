@@ -32,7 +32,7 @@ from services.notifications import letters, schemas
 from services.notifications.models import SCHEMA, Attempt, Delivery, Letter, LetterTemplate, Subscription
 from services.notifications.settings import NotificationsSettings
 from shared.auth import Principal, Role, issue_token
-from shared.db import raw_connection
+from shared.db import newest_first, raw_connection
 from shared.errors import Conflict, NotFound, Problem, Unprocessable
 from shared.events import CloudEvent
 from shared.time import LONDON, school_today
@@ -422,27 +422,20 @@ def _scope(query: Any, principal: Principal) -> Any:
 async def search_deliveries(
     session: AsyncSession, filters: schemas.DeliveryFilters, principal: Principal
 ) -> schemas.DeliveryPage:
-    query = (
-        _scope(select(Delivery).join(Subscription, Subscription.id == Delivery.subscription_id), principal)
-        .order_by(Delivery.id.desc())
-        .limit(filters.limit + 1)
+    rows, next_cursor = await newest_first(
+        session,
+        _scope(select(Delivery).join(Subscription, Subscription.id == Delivery.subscription_id), principal),
+        Delivery.id,
+        equal=[
+            (Delivery.subscription_id, filters.subscription_id),
+            (Delivery.status, filters.status),
+            (Delivery.event_type, filters.event_type),
+            (Delivery.key, filters.key),
+        ],
+        cursor=filters.cursor,
+        limit=filters.limit,
     )
-    for column, value in (
-        (Delivery.subscription_id, filters.subscription_id),
-        (Delivery.status, filters.status),
-        (Delivery.event_type, filters.event_type),
-        (Delivery.key, filters.key),
-    ):
-        if value is not None:
-            query = query.where(column == value)
-    if filters.cursor is not None:
-        query = query.where(Delivery.id < filters.cursor)
-    rows = list((await session.execute(query)).scalars())
-    more = len(rows) > filters.limit
-    rows = rows[: filters.limit]
-    return schemas.DeliveryPage(
-        items=[schemas.DeliveryOut.model_validate(r) for r in rows], next_cursor=rows[-1].id if more else None
-    )
+    return schemas.DeliveryPage(items=[schemas.DeliveryOut.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 async def get_delivery(session: AsyncSession, delivery_id: int, principal: Principal) -> Delivery:
@@ -663,15 +656,9 @@ async def get_letter(session: AsyncSession, letter_id: int, principal: Principal
 async def search_letters(
     session: AsyncSession, principal: Principal, case_id: int | None, status: str | None, cursor: int | None, limit: int
 ) -> tuple[list[Letter], int | None]:
-    query = _letter_scope(select(Letter), principal).order_by(Letter.id.desc()).limit(limit + 1)
-    if case_id is not None:
-        query = query.where(Letter.case_id == case_id)
-    if status is not None:
-        query = query.where(Letter.status == status)
-    if cursor is not None:
-        query = query.where(Letter.id < cursor)
-    rows = list((await session.execute(query)).scalars())
-    return rows[:limit], rows[limit - 1].id if len(rows) > limit else None
+    query = _letter_scope(select(Letter), principal)
+    equal = [(Letter.case_id, case_id), (Letter.status, status)]
+    return await newest_first(session, query, Letter.id, equal=equal, cursor=cursor, limit=limit)
 
 
 async def mark_sent(
