@@ -505,6 +505,17 @@ async def test_officer_reports_logs_and_closes_a_case(cme, token, new_upn, two_s
     school, _ = two_schools
     async with cme.client(school["token"]) as mis:
         await post(mis, f"/v1/cme/cases/{case['id']}/close", {"outcome": "other"}, 404)  # not its pupil
+        reported = [await post(mis, "/v1/cme/cases", {"upn": new_upn(), "urn": school["urn"]}, 201) for _ in range(3)]
+        pages, cursor = [], None
+        while True:  # the school's own cases, newest first, two at a time
+            params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            page = (await mis.get("/v1/cme/cases", params=params)).json()
+            pages.append([c["id"] for c in page["items"]])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    assert [i for p in pages for i in p] == sorted((c["id"] for c in reported), reverse=True)
+    assert [len(p) for p in pages] == [2, 1]
 
 
 # ---------------------------------------------------------------- access
