@@ -126,6 +126,7 @@ DELETED_FIELDS = (
 )
 
 _EPOCH = date(2000, 1, 1)
+UNMARKED_LOOKBACK = timedelta(days=120)
 
 
 def session_number(day: date, session: str) -> int:
@@ -331,20 +332,21 @@ async def scan(session: AsyncSession, settings: CmeSettings, today: date) -> int
         for model, rows in ((NotificationOverdue, overdue), (NotificationDue, due))
         for row in rows
     ]
-    events += await _flag_unmarked(conn, settings)
+    events += await _flag_unmarked(conn, settings, today)
     for data in events:
         await _publish(session, data)
     return len(events)
 
 
-async def _flag_unmarked(conn: Any, settings: CmeSettings) -> list[EventData]:
+async def _flag_unmarked(conn: Any, settings: CmeSettings, today: date) -> list[EventData]:
     """Pupils on roll since before the school's N-th latest register and not marked in any of the
-    last N: flagged once, until a mark arrives."""
+    last N: flagged once, until a mark arrives. Only the last few months' registers are read: a
+    school with none since then has no pupils to flag."""
     rows = await conn.fetch(
         f"""
         WITH ranked AS (
             SELECT urn, session, row_number() OVER (PARTITION BY urn ORDER BY session DESC) AS rank
-            FROM {SCHEMA}.school_sessions
+            FROM {SCHEMA}.school_sessions WHERE session >= $2
         ), window_start AS (
             SELECT urn, min(session) AS first_session FROM ranked WHERE rank <= $1 GROUP BY urn HAVING count(*) = $1
         )
@@ -360,6 +362,7 @@ async def _flag_unmarked(conn: Any, settings: CmeSettings) -> list[EventData]:
             (SELECT m.last_session FROM {SCHEMA}.pupil_marks m WHERE m.urn = a.urn AND m.upn = a.upn) AS last_session
         """,
         settings.unmarked_sessions,
+        session_number(today - UNMARKED_LOOKBACK, "AM"),
     )
     return [
         PupilUnmarked(
