@@ -9,6 +9,10 @@ which the id table turns into no-ops.
 A batch whose handler fails is retried event by event; an event that still fails (or cannot be
 parsed) goes to `<topic>.dlq` with the error and never blocks its partition. Infrastructure
 errors (database or broker away) are not the event's fault: the runner rewinds and retries.
+
+A broken connection to the broker also restarts the consumer, from the committed offsets: the
+broker may have restarted, and a restarted dev broker (Tansu) has forgotten its logs and offsets,
+so the old consumer's positions would skip the start of the re-created log.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.events import CloudEvent, dead_letter_topic, parse_event
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import BrokerConnectionLost, ensure_topics, make_producer, watch_connections
 from shared.observability import CONSUMED, CONSUMER_LAG
 
 log = structlog.get_logger(__name__)
@@ -118,24 +122,47 @@ class ConsumerRunner:
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
         )
+        broker_lost = watch_connections(consumer)
         producer = make_producer(self.bootstrap)
         await consumer.start()
         await producer.start()
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.batch_size)
+                if broker_lost.is_set():
+                    raise BrokerConnectionLost("broker connection broke; restarting from committed offsets")
                 if not batch:
                     continue
                 # A transient failure escapes to run(), which restarts the consumer from the
                 # last committed offsets: the batch is read again, nothing is skipped.
                 await self._process(batch, producer)
-                await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()}, broker_lost)
                 await self._report_lag(consumer, batch)
         finally:
             with contextlib.suppress(Exception):
                 await producer.stop()
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            await _stop_consumer(consumer)
+
+    async def _commit(
+        self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int], broker_lost: asyncio.Event
+    ) -> None:
+        """Commit, but give up if the broker connection breaks first: aiokafka would retry the
+        commit on the next connection, perhaps to a restarted broker where these offsets point
+        past records of a re-created log. Not committing only means reading the batch again."""
+        if broker_lost.is_set():
+            raise BrokerConnectionLost("broker connection broke before the offset commit")
+        commit = asyncio.ensure_future(consumer.commit(offsets))
+        lost = asyncio.ensure_future(broker_lost.wait())
+        try:
+            await asyncio.wait({commit, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+            commit.cancel()  # no-op once done; stops aiokafka's retries otherwise
+        if broker_lost.is_set():
+            if commit.done() and not commit.cancelled():
+                commit.exception()  # retrieved: the broken connection explains it
+            raise BrokerConnectionLost("broker connection broke during the offset commit")
+        commit.result()
 
     async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]], producer) -> None:
         events: list[tuple[ConsumerRecord, CloudEvent[Any]]] = []
@@ -217,3 +244,20 @@ class ConsumerRunner:
             if highwater is not None:
                 lag = max(highwater - (records[-1].offset + 1), 0)
                 CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(lag)
+
+
+async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """Stop the consumer, whatever state the broker left it in.
+
+    aiokafka 0.14's `stop()` can raise the CancelledError of a fetch it cancels, one backing off
+    after a broker error (aio-libs/aiokafka#647). That is not the runner being cancelled: letting
+    it out would end `run()` silently, leaving the service without its consumer."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        if asyncio.current_task().cancelling():  # the runner itself is being cancelled
+            raise
+        with contextlib.suppress(Exception):
+            await consumer._client.close()  # the rest of stop(): connections, metadata task
+    except Exception:
+        pass

@@ -5,7 +5,8 @@ and a relay publishes them to Kafka afterwards (ADR 0002).
   writing 2,000 events costs one INSERT.
 - The relay publishes rows in id order and deletes them only after the broker acknowledged every
   message, so a broker outage delays events but never loses them (at-least-once; consumers
-  de-duplicate by event id).
+  de-duplicate by event id). Acknowledgements that arrive after the producer's connection broke
+  do not count: they may come from a restarted dev broker that dropped the messages.
 - Per-key order holds because a producer writes a pupil's outbox row after locking that pupil's
   mark row: a later change of the same key always gets a later outbox id.
 - Only one relay per service publishes at a time: it holds a PostgreSQL advisory lock (a lease
@@ -28,7 +29,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 
 from shared.db import raw_connection
 from shared.events import CloudEvent
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import BrokerConnectionLost, ensure_topics, make_producer, watch_connections
 from shared.observability import OUTBOX_BACKLOG, OUTBOX_FAILURES, OUTBOX_PUBLISHED
 from shared.settings import PlatformSettings
 
@@ -94,6 +95,7 @@ class OutboxRelay:
         self.batch_rows = batch_rows
         self.poll_interval = poll_interval
         self._wake = asyncio.Event()
+        self._broker_lost = asyncio.Event()
 
     @classmethod
     def for_service(cls, settings: PlatformSettings, schema: str, topics: Sequence[str]) -> OutboxRelay:
@@ -135,6 +137,7 @@ class OutboxRelay:
             await conn.add_listener(_channel(self.schema), lambda *_: self._wake.set())
             await ensure_topics(self.bootstrap, self.topics, self.partitions, self.replication_factor)
             producer = make_producer(self.bootstrap)
+            self._broker_lost = watch_connections(producer)
             await producer.start()
             try:
                 await self._publish_loop(conn, producer, stop)
@@ -170,6 +173,11 @@ class OutboxRelay:
             sent += await _send_row(producer, row["topic"], row["keys"], row["payloads"])
             count_by_topic[row["topic"]] = count_by_topic.get(row["topic"], 0) + len(row["keys"])
         await asyncio.gather(*sent)
+        if self._broker_lost.is_set():
+            # The producer reconnected while these were in flight, and Tansu, restarted empty,
+            # acknowledges sends to topics it no longer has and drops them. Keep the rows: run()
+            # starts over (re-creating the topics) and sends them again.
+            raise BrokerConnectionLost("broker connection broke while publishing; not trusting the acks")
         await conn.execute(f'DELETE FROM "{self.schema}".outbox WHERE id = ANY($1::bigint[])', [r["id"] for r in rows])
         for topic, count in count_by_topic.items():
             OUTBOX_PUBLISHED.labels(self.schema, topic).inc(count)
