@@ -208,7 +208,11 @@ async def claim(
     session: AsyncSession, settings: NotificationsSettings, limit: int, lease_seconds: float
 ) -> list[Leased]:
     """Lease the next due delivery of each (subscriber, pupil) queue, at most `limit` in all and
-    no more per subscriber than its free in-flight slots."""
+    no more per subscriber than its free in-flight slots.
+
+    The chosen ids are gathered once (an array) rather than joined: the ledger is mostly
+    delivered, so during a backlog the planner expects almost nothing pending and, given a join,
+    re-ran `ready` for every pending row (3,000 pending: about 1 s a claim instead of 10 ms)."""
     conn = await raw_connection(session)
     rows = await conn.fetch(
         f"""
@@ -224,8 +228,8 @@ async def claim(
             FROM heads h LEFT JOIN busy b USING (subscription_id)
             WHERE h.next_attempt_at <= now() AND (h.leased_until IS NULL OR h.leased_until <= now())
         ), chosen AS (
-            SELECT d.id FROM {SCHEMA}.deliveries d JOIN ready r ON r.id = d.id
-            WHERE r.rank + r.in_flight <= $2 AND d.status = 'pending'
+            SELECT d.id FROM {SCHEMA}.deliveries d
+            WHERE d.id = ANY(ARRAY(SELECT id FROM ready WHERE rank + in_flight <= $2)) AND d.status = 'pending'
               AND (d.leased_until IS NULL OR d.leased_until <= now())
             ORDER BY d.next_attempt_at, d.id LIMIT $1
             FOR UPDATE OF d SKIP LOCKED
@@ -273,7 +277,7 @@ class Dispatcher:
                     task = asyncio.create_task(self.deliver(delivery))
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
-                if not leased:
+                if not leased or len(leased) < free:  # nothing more is due now: wait for a slot or the poll
                     waiters = [asyncio.create_task(stop.wait())]
                     done, pending = await asyncio.wait(
                         [*waiters, *self.tasks],
