@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-ingest bench-thresholds bench-casework lint clean
+.PHONY: run test bench-ingest bench-thresholds bench-casework bench-notifications lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -28,6 +28,9 @@ bench-thresholds: $(STAMP)
 
 bench-casework: $(STAMP)
 	$(BIN)/python bench/casework.py
+
+bench-notifications: $(STAMP)
+	$(BIN)/python bench/notifications.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench
