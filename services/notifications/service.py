@@ -245,13 +245,27 @@ async def claim(
     return [Leased(**{**dict(row), "event_id": str(row["event_id"])}) for row in rows]
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt came to, waiting to be written with the others of its round."""
+
+    delivery: Leased
+    channel: str
+    at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+
+
 class Dispatcher:
-    """Sends leased deliveries as independent tasks and records each outcome."""
+    """Sends leased deliveries as independent tasks; each round writes the outcomes of the attempts
+    that finished and leases the next deliveries, in one short transaction."""
 
     def __init__(self, settings: NotificationsSettings, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self.tasks: set[asyncio.Task[None]] = set()
+        self.outcomes: list[Outcome] = []
         self.http = httpx.AsyncClient(
             timeout=settings.delivery_timeout_seconds,
             follow_redirects=False,
@@ -265,21 +279,18 @@ class Dispatcher:
         try:
             while not stop.is_set():
                 free = self.settings.max_in_flight - len(self.tasks)
-                leased: list[Leased] = []
-                if free > 0:
-                    try:
-                        async with self.sessionmaker() as session, session.begin():
-                            leased = await claim(session, self.settings, free, self.lease_seconds)
-                            BACKLOG.set(await _backlog(session))
-                    except Exception:  # a database blip: try again shortly
-                        log.exception("dispatch_claim_failed")
-                for delivery in leased:
-                    task = asyncio.create_task(self.deliver(delivery))
+                leased: list[tuple[Leased, Subscription]] = []
+                try:
+                    leased = await self.round(free)
+                except Exception:  # a database blip: the outcomes stay queued; try again shortly
+                    log.exception("dispatch_round_failed")
+                for delivery, subscription in leased:
+                    task = asyncio.create_task(self.deliver(delivery, subscription))
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
-                if not leased or len(leased) < free:  # nothing more is due now: wait for a slot or the poll
+                if free <= 0 or len(leased) < free:  # no slot, or nothing more due: wait for an attempt or the poll
                     waiters = [asyncio.create_task(stop.wait())]
-                    done, pending = await asyncio.wait(
+                    await asyncio.wait(
                         [*waiters, *self.tasks],
                         timeout=self.settings.dispatch_poll_seconds,
                         return_when=asyncio.FIRST_COMPLETED,
@@ -289,13 +300,30 @@ class Dispatcher:
         finally:
             if self.tasks:
                 await asyncio.wait(self.tasks, timeout=self.settings.delivery_timeout_seconds + 1)
+            with contextlib.suppress(Exception):
+                await self.round(0)
             await self.http.aclose()
 
-    async def deliver(self, delivery: Leased) -> None:
-        async with self.sessionmaker() as session:
-            subscription = await session.get(Subscription, delivery.subscription_id)
-        if subscription is None:
-            return
+    async def round(self, free: int) -> list[tuple[Leased, Subscription]]:
+        """Write the finished attempts (so the pupils' next deliveries become queue heads), then
+        lease up to `free` more, with their subscriptions."""
+        outcomes, self.outcomes = self.outcomes, []
+        try:
+            async with self.sessionmaker() as session, session.begin():
+                await record_outcomes(session, self.settings, outcomes)
+                leased = await claim(session, self.settings, free, self.lease_seconds) if free > 0 else []
+                ids = {delivery.subscription_id for delivery in leased}
+                subscriptions = {
+                    s.id: s
+                    for s in (await session.execute(select(Subscription).where(Subscription.id.in_(ids)))).scalars()
+                }
+                BACKLOG.set(await _backlog(session))
+        except Exception:
+            self.outcomes = outcomes + self.outcomes
+            raise
+        return [(delivery, subscriptions[delivery.subscription_id]) for delivery in leased]
+
+    async def deliver(self, delivery: Leased, subscription: Subscription) -> None:
         started = time.perf_counter()
         status_code: int | None = None
         error: str | None = None
@@ -310,7 +338,7 @@ class Dispatcher:
         except (httpx.HTTPError, aiosmtplib.SMTPException, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
         duration_ms = int((time.perf_counter() - started) * 1000)
-        await self._record(subscription, delivery, status_code, error, duration_ms)
+        self.outcomes.append(Outcome(delivery, subscription.channel, _now(), duration_ms, status_code, error))
 
     async def _post(self, subscription: Subscription, delivery: Leased) -> int:
         headers = signed_headers(signing_secrets(subscription, _now()), delivery.event_id, delivery.payload)
@@ -331,39 +359,46 @@ class Dispatcher:
             timeout=self.settings.delivery_timeout_seconds,
         )
 
-    async def _record(
-        self, subscription: Subscription, delivery: Leased, status_code: int | None, error: str | None, ms: int
-    ) -> None:
-        now = _now()
-        attempts = delivery.attempts + 1
-        values: dict[str, Any] = {"attempts": attempts, "leased_until": None, "last_status_code": status_code}
-        if error is None:
-            values |= {"status": "delivered", "delivered_at": now, "last_error": None}
-            LATENCY.observe(max(0.0, (now - delivery.event_time).total_seconds()))
-        elif attempts >= self.settings.retry_budget:
-            values |= {"status": "dead", "last_error": error}
-            DEAD.labels(subscription.channel).inc()
+
+async def record_outcomes(session: AsyncSession, settings: NotificationsSettings, outcomes: Sequence[Outcome]) -> None:
+    """Attempts into the ledger; each delivery delivered, retried later with backoff, or dead."""
+    if not outcomes:
+        return
+    updates = []
+    for o in outcomes:
+        attempts = o.delivery.attempts + 1
+        if o.error is None:
+            status, next_at, delivered_at = "delivered", None, o.at
+            LATENCY.observe(max(0.0, (o.at - o.delivery.event_time).total_seconds()))
+        elif attempts >= settings.retry_budget:
+            status, next_at, delivered_at = "dead", None, None
+            DEAD.labels(o.channel).inc()
         else:
-            values |= {
-                "last_error": error,
-                "next_attempt_at": now + timedelta(seconds=backoff(attempts, self.settings)),
-            }
-        DELIVERIES.labels(subscription.channel, "delivered" if error is None else "failed").inc()
-        async with self.sessionmaker() as session, session.begin():
-            session.add(
-                Attempt(
-                    delivery_id=delivery.id,
-                    at=now,
-                    duration_ms=ms,
-                    status_code=status_code,
-                    error=error,
-                    outcome="delivered" if error is None else "failed",
-                )
-            )
-            # Only while still leased to us and pending: a cancelled subscription stays cancelled.
-            await session.execute(
-                update(Delivery).where(Delivery.id == delivery.id, Delivery.status == "pending").values(**values)
-            )
+            status, delivered_at = "pending", None
+            next_at = o.at + timedelta(seconds=backoff(attempts, settings))
+        DELIVERIES.labels(o.channel, "delivered" if o.error is None else "failed").inc()
+        updates.append((o.delivery.id, attempts, o.status_code, status, delivered_at, o.error, next_at))
+    conn = await raw_connection(session)
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.attempts (delivery_id, at, duration_ms, status_code, error, outcome) "
+        "SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[], $5::text[], $6::text[])",
+        [o.delivery.id for o in outcomes],
+        [o.at for o in outcomes],
+        [o.duration_ms for o in outcomes],
+        [o.status_code for o in outcomes],
+        [o.error for o in outcomes],
+        ["delivered" if o.error is None else "failed" for o in outcomes],
+    )
+    # Only while still pending: a delivery of a deleted subscription stays cancelled.
+    await conn.execute(
+        f"UPDATE {SCHEMA}.deliveries d SET attempts = u.attempts, last_status_code = u.code, status = u.status, "
+        "delivered_at = u.delivered_at, last_error = u.error, leased_until = NULL, "
+        "next_attempt_at = coalesce(u.next_at, d.next_attempt_at) "
+        "FROM unnest($1::bigint[], $2::int[], $3::int[], $4::text[], $5::timestamptz[], $6::text[], "
+        "$7::timestamptz[]) AS u(id, attempts, code, status, delivered_at, error, next_at) "
+        "WHERE d.id = u.id AND d.status = 'pending'",
+        *[list(column) for column in zip(*updates, strict=True)],
+    )
 
 
 async def _backlog(session: AsyncSession) -> int:
