@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 import time
 import uuid
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiosmtplib
 import httpx
@@ -69,8 +71,9 @@ async def create_subscription(
     principal.require_role(Role.LA_SYSTEM) if body.channel == "webhook" else principal.require_role(
         Role.LA_OFFICER, Role.LA_SYSTEM
     )
-    if body.url and body.url.startswith("http://") and not settings.allow_http_endpoints:
-        raise Unprocessable("insecure-endpoint", "Webhook endpoints must use https.")
+    problem = endpoint_problem(body.url) if body.url and not settings.allow_http_endpoints else None
+    if problem is not None:
+        raise Unprocessable("insecure-endpoint", problem)
     subscription = Subscription(
         la_code=_owned(principal),
         channel=body.channel,
@@ -89,6 +92,25 @@ async def create_subscription(
     return schemas.SubscriptionCreated(
         **schemas.SubscriptionOut.model_validate(subscription).model_dump(), secret=subscription.secret
     )
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why a webhook URL may not be used in production: not https, or a host the platform's own
+    network reaches but the internet does not (the platform must not be aimed at its neighbours).
+    Names are not resolved here, so a public name pointing inward is not caught."""
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return "Webhook endpoints must use https."
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        return f"Webhook endpoint host {host!r} is not on the internet."
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if not address.is_global:
+        return f"Webhook endpoint address {host} is loopback, private or reserved."
+    return None
 
 
 async def get_subscription(session: AsyncSession, subscription_id: int, principal: Principal) -> Subscription:

@@ -17,7 +17,9 @@ class NotificationsSettings(ServiceSettings):
     )
     dispatch_poll_seconds: float = Field(0.1, description="How often due deliveries are looked for")
     allow_http_endpoints: bool = Field(
-        False, description="Accept plain-http webhook URLs (development only; production endpoints use https)"
+        False,
+        description="Accept plain-http webhook URLs and ones on loopback or private networks (development and "
+        "tests only; production endpoints are public https)",
     )
     previous_secret_seconds: int = Field(86400, description="How long a rotated-out secret still signs deliveries")
     thresholds_url: str = Field(

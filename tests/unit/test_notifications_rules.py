@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from services.notifications.schemas import DELIVERABLE_TYPES, matches
-from services.notifications.service import backoff, email_for
+from services.notifications.service import backoff, email_for, endpoint_problem
 from services.notifications.settings import NotificationsSettings
 
 
@@ -60,3 +60,23 @@ def test_email_is_the_thin_event_with_its_link() -> None:
     assert message["To"] == "officer@example.gov.uk"
     body = message.get_content()
     assert "reason: reported" in body and "Details: https://cme.example/v1/cme/cases/7" in body
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://social-care.example.gov.uk/hooks", None),
+        ("https://203.0.113.9/hooks", "reserved"),  # documentation range: not global
+        ("https://8.8.8.8/hooks", None),
+        ("http://social-care.example.gov.uk/hooks", "https"),
+        ("https://localhost:8443/hooks", "not on the internet"),
+        ("https://127.0.0.1/hooks", "loopback"),
+        ("https://10.1.2.3/hooks", "private"),
+        ("https://169.254.169.254/latest/meta-data", "reserved"),
+        ("https://[::1]/hooks", "loopback"),
+        ("https://db.internal/hooks", "not on the internet"),
+    ],
+)
+def test_webhook_endpoints_must_be_public_https(url: str, problem: str | None) -> None:
+    found = endpoint_problem(url)
+    assert (found is None) if problem is None else (found is not None and problem in found), found
