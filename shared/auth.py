@@ -62,6 +62,30 @@ class Principal:
         if not self.can_access_school(urn, school_la_code):
             raise Forbidden(f"This credential does not give access to school {urn}.")
 
+    def precheck_school(self, urn: str, *, write: bool = False) -> None:
+        """Before a school is looked up: a school credential learns nothing about other schools
+        (403 whether or not the URN exists), and writes need a school or ops credential."""
+        if self.role is Role.SCHOOL and urn not in self.urns:
+            raise Forbidden(f"This credential does not give access to school {urn}.")
+        if write:
+            self.require_role(Role.SCHOOL, Role.OPS)
+
+    def require_la(self, la_code: str, *roles: Role) -> None:
+        """One of `roles` (any role if none given), and the LA's own credential unless ops."""
+        if roles:
+            self.require_role(*roles)
+        if self.role is not Role.OPS and self.la_code != la_code:
+            raise Forbidden(f"This credential does not give access to LA {la_code}.")
+
+    def la_filter(self, la_code: str | None) -> str | None:
+        """The LA a list is limited to: an LA credential's own (asking for another is 403); as
+        asked for schools (their rows are limited by URN) and ops."""
+        if self.role in LA_ROLES:
+            if la_code is not None and la_code != self.la_code:
+                raise Forbidden(f"This credential does not give access to LA {la_code}.")
+            return self.la_code
+        return la_code
+
     def scope(self, query: Any, model: Any) -> Any:
         """Limit a query on `model` (with `urn` and `la_code` columns) to the rows this credential
         reaches: its schools, its LA, or everything for ops."""

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from services.casework import schemas, service
 from services.casework.models import Case
 from services.casework.settings import CaseworkSettings
-from shared.auth import CurrentPrincipal, Forbidden, Principal, Role
+from shared.auth import CurrentPrincipal, Principal, Role
 from shared.db import Session
 from shared.domain.casework import WORKFLOW_JSON, OpenCase, mermaid
 from shared.errors import NotFound
@@ -161,6 +161,5 @@ async def worklist(
     la_code: Annotated[str | None, Query(pattern=r"^\d{3}$")] = None,
     due_before: Annotated[date | None, Query(description="Default: two weeks from today")] = None,
 ) -> schemas.Worklist:
-    if la_code is not None and principal.role in (Role.LA_OFFICER, Role.LA_SYSTEM) and la_code != principal.la_code:
-        raise Forbidden(f"This credential does not give access to LA {la_code}.")
-    return await service.worklist(session, due_before or school_today() + timedelta(days=14), principal, la_code)
+    due = due_before or school_today() + timedelta(days=14)
+    return await service.worklist(session, due, principal, principal.la_filter(la_code))

@@ -31,23 +31,11 @@ def _settings(request: Request) -> CmeSettings:
 
 
 async def _school(session, principal: Principal, urn: str, *, write: bool = False) -> School:
-    """The school, if this credential reaches it; a school credential learns nothing of others."""
-    if principal.role is Role.SCHOOL and urn not in principal.urns:
-        principal.require_school(urn, None)
-    if write:
-        principal.require_role(Role.SCHOOL, Role.OPS)
+    """The school, if this credential reaches it."""
+    principal.precheck_school(urn, write=write)
     school = await service.get_school(session, urn)
     principal.require_school(urn, school.la_code)
     return school
-
-
-def _la_scope(principal: Principal, la_code: str | None) -> str | None:
-    """The LA a list is limited to: the credential's own for LA roles; any (or all) for ops."""
-    if principal.role in (Role.LA_OFFICER, Role.LA_SYSTEM):
-        if la_code is not None and la_code != principal.la_code:
-            raise Forbidden(f"This credential does not give access to LA {la_code}.")
-        return principal.la_code
-    return la_code
 
 
 # ---------------------------------------------------------------- the roll
@@ -213,7 +201,7 @@ async def la_compliance(
     period_to: Annotated[date | None, Query(alias="to")] = None,
 ) -> schemas.LaCompliance:
     principal.require_role(Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
-    scoped = _la_scope(principal, la_code)
+    scoped = principal.la_filter(la_code)
     if scoped is None:
         raise NotFound("la", "Name the LA: ?la_code=")
     start, end = service.default_period(period_from, period_to)
@@ -230,7 +218,7 @@ async def la_compliance(
 async def get_policy(
     la_code: LaCodePath, request: Request, session: Session, principal: CurrentPrincipal
 ) -> schemas.PolicyOut:
-    _la_scope(principal, la_code)
+    principal.la_filter(la_code)
     return await _policy_out(session, _settings(request), la_code)
 
 
@@ -242,8 +230,7 @@ async def get_policy(
 async def put_policy(
     la_code: LaCodePath, body: NotificationPolicy, request: Request, session: Session, principal: CurrentPrincipal
 ) -> schemas.PolicyOut:
-    principal.require_role(Role.LA_OFFICER, Role.OPS)
-    _la_scope(principal, la_code)
+    principal.require_la(la_code, Role.LA_OFFICER, Role.OPS)
     await service.put_policy(session, _settings(request), la_code, body, principal.subject)
     return await _policy_out(session, _settings(request), la_code)
 
@@ -308,7 +295,7 @@ async def cme_register(
 ) -> schemas.CasePage:
     if filters.urn is not None and principal.role is Role.SCHOOL:
         principal.require_school(filters.urn, None)
-    _la_scope(principal, filters.la_code)
+    principal.la_filter(filters.la_code)
     return await service.search_cases(session, filters, principal)
 
 
@@ -350,4 +337,4 @@ async def worklist(
     principal: CurrentPrincipal,
     la_code: Annotated[str | None, Query(pattern=r"^\d{3}$")] = None,
 ) -> schemas.Worklist:
-    return await service.worklist(session, _settings(request), _la_scope(principal, la_code), principal)
+    return await service.worklist(session, _settings(request), principal.la_filter(la_code), principal)

@@ -11,7 +11,7 @@ from services.notifications import schemas, service
 from services.notifications.letters import LETTER_KINDS, TEMPLATES
 from services.notifications.settings import NotificationsSettings
 from shared.asyncapi import asyncapi_document
-from shared.auth import CurrentPrincipal, Forbidden, Role
+from shared.auth import CurrentPrincipal, Role
 from shared.db import Session
 from shared.errors import Conflict, NotFound, Problem
 from shared.params import LaCodePath
@@ -218,7 +218,7 @@ async def letter_sent(
 async def letter_template(
     la_code: LaCodePath, kind: str, session: Session, principal: CurrentPrincipal
 ) -> schemas.TemplateOut:
-    _own_la(principal, la_code)
+    principal.require_la(la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
     if kind not in LETTER_KINDS:
         raise NotFound("letter-kind", f"No letter {kind!r}; kinds: {', '.join(LETTER_KINDS)}.")
     row = await service.current_template(session, la_code, kind)
@@ -236,13 +236,7 @@ async def letter_template(
 async def put_letter_template(
     la_code: LaCodePath, kind: str, body: schemas.TemplateIn, session: Session, principal: CurrentPrincipal
 ) -> schemas.TemplateOut:
-    principal.require_role(Role.LA_OFFICER)
-    _own_la(principal, la_code)
+    principal.require_la(la_code, Role.LA_OFFICER)
     return schemas.TemplateOut.model_validate(
         await service.put_template(session, la_code, kind, body.body, principal.subject)
     )
-
-
-def _own_la(principal, la_code: str) -> None:
-    if principal.role is not Role.OPS and principal.la_code != la_code:
-        raise Forbidden(f"This credential does not give access to LA {la_code}.")

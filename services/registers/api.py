@@ -28,12 +28,8 @@ def _settings(request: Request) -> RegistersSettings:
 
 
 async def _school_for(session, principal: Principal, urn: str, *, write: bool = False):
-    """The school, if this credential reaches it. A school credential learns nothing about
-    other schools: it gets 403 whether or not the URN exists."""
-    if principal.role is Role.SCHOOL and urn not in principal.urns:
-        principal.require_school(urn, None)
-    if write:
-        principal.require_role(Role.SCHOOL, Role.OPS)
+    """The school, if this credential reaches it."""
+    principal.precheck_school(urn, write=write)
     school = await service.get_school(session, urn)
     principal.require_school(urn, school.la_code)
     return school

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from services.thresholds import schemas, service
 from services.thresholds.settings import ThresholdsSettings
-from shared.auth import CurrentPrincipal, Forbidden, Principal, Role
+from shared.auth import CurrentPrincipal, Principal, Role
 from shared.db import Session
 from shared.domain.calendar import academic_year as current_academic_year
 from shared.domain.thresholds import PRESETS, PolicyDocument
@@ -30,12 +30,6 @@ async def _reach_school(session, principal: Principal, urn: str) -> None:
         principal.require_school(urn, None)
         return
     principal.require_school(urn, await service.school_la_code(session, urn))
-
-
-def _reach_la(principal: Principal, la_code: str, *roles: Role) -> None:
-    principal.require_role(*roles)
-    if principal.role is not Role.OPS and principal.la_code != la_code:
-        raise Forbidden(f"This credential does not give access to LA {la_code}.")
 
 
 @router.get(
@@ -74,7 +68,7 @@ async def list_alerts(
     session: Session, principal: CurrentPrincipal, filters: Annotated[schemas.AlertFilters, Query()]
 ) -> schemas.AlertPage:
     if filters.la_code is not None and principal.role in (Role.LA_OFFICER, Role.LA_SYSTEM):
-        _reach_la(principal, filters.la_code, Role.LA_OFFICER, Role.LA_SYSTEM)
+        principal.require_la(filters.la_code, Role.LA_OFFICER, Role.LA_SYSTEM)
     if filters.urn is not None and principal.role is Role.SCHOOL:
         principal.require_school(filters.urn, None)
     return await service.list_alerts(session, filters, principal)
@@ -90,7 +84,7 @@ async def get_alert(alert_id: int, session: Session, principal: CurrentPrincipal
 
 @router.get("/policies/{la_code}", tags=["policies"], summary="The LA's policy in force")
 async def get_policy(la_code: LaCodePath, session: Session, principal: CurrentPrincipal) -> schemas.PolicyOut:
-    _reach_la(principal, la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
+    principal.require_la(la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
     return await service.get_policy(session, la_code)
 
 
@@ -107,7 +101,7 @@ async def get_policy(la_code: LaCodePath, session: Session, principal: CurrentPr
 async def put_policy(
     la_code: LaCodePath, body: schemas.PolicyIn, request: Request, session: Session, principal: CurrentPrincipal
 ) -> schemas.PolicyOut:
-    _reach_la(principal, la_code, Role.LA_OFFICER, Role.OPS)
+    principal.require_la(la_code, Role.LA_OFFICER, Role.OPS)
     return await service.put_policy(session, _settings(request), la_code, body, principal)
 
 
@@ -152,7 +146,7 @@ async def la_attendance(
     principal: CurrentPrincipal,
     academic_year: Annotated[int | None, Query(ge=2000, le=2100, description="Starting year, e.g. 2025")] = None,
 ) -> schemas.LaAttendance:
-    _reach_la(principal, la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
+    principal.require_la(la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
     year = academic_year if academic_year is not None else current_academic_year(school_today())
     return await service.la_attendance(session, la_code, year)
 
@@ -161,5 +155,5 @@ async def la_attendance(
 async def policy_versions(
     la_code: LaCodePath, session: Session, principal: CurrentPrincipal
 ) -> list[schemas.PolicyOut]:
-    _reach_la(principal, la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
+    principal.require_la(la_code, Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
     return await service.policy_versions(session, la_code)
