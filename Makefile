@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench-ingest bench-thresholds bench-casework bench-notifications lint clean
+.PHONY: run test bench bench-ingest bench-thresholds bench-casework bench-notifications lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -19,6 +19,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check shared services tests bench
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/end_to_end.py
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -321,6 +321,11 @@ async def measure_latency(args: argparse.Namespace, infra: Infra, services: dict
     ops = ops_token(infra)
     registers = httpx.AsyncClient(base_url=services["registers"].url, timeout=60)
     alerts_api = httpx.AsyncClient(base_url=thresholds.url, timeout=60, headers={"Authorization": f"Bearer {ops}"})
+    # With the casework service running, a probe also waits for the case its alert opens (escalation).
+    casework = services.get("casework")
+    cases_api = casework and httpx.AsyncClient(
+        base_url=casework.url, timeout=60, headers={"Authorization": f"Bearer {ops}"}
+    )
 
     def school_register(urn: str, slot: int) -> dict[str, Any]:
         day, session = slots[slot]
@@ -364,18 +369,26 @@ async def measure_latency(args: argparse.Namespace, infra: Infra, services: dict
             await asyncio.gather(*pending)
             return time.perf_counter() - started
 
-        async def probe(upn: str) -> float | None:
-            day, session = slots[19]
-            body = {"date": day.isoformat(), "session": session, "marks": [{"upn": upn, "code": "O"}]}
-            started = time.perf_counter()
-            if not await post_register(registers, tokens[probe_urn], probe_urn, body, probes):
-                return None
+        async def seen(api: httpx.AsyncClient, path: str, params: dict[str, str], started: float) -> float | None:
+            """Seconds from `started` until GET `path` lists something, or None after the probe timeout."""
             while time.perf_counter() - started < args.probe_timeout:
-                response = await alerts_api.get("/v1/alerts", params={"upn": upn, "status": "raised"})
+                response = await api.get(path, params=params)
                 if response.status_code == 200 and response.json()["items"]:
                     return time.perf_counter() - started
                 await asyncio.sleep(0.02)
             return None
+
+        async def probe(upn: str) -> tuple[float | None, float | None]:
+            """POST register -> alert raised in thresholds' API -> (with casework) the case it opened."""
+            day, session = slots[19]
+            body = {"date": day.isoformat(), "session": session, "marks": [{"upn": upn, "code": "O"}]}
+            started = time.perf_counter()
+            if not await post_register(registers, tokens[probe_urn], probe_urn, body, probes):
+                return None, None
+            alert = await seen(alerts_api, "/v1/alerts", {"upn": upn, "status": "raised"}, started)
+            if alert is None or cases_api is None:
+                return alert, None
+            return alert, await seen(cases_api, "/v1/cases", {"upn": upn}, started)
 
         say(f"background load {args.background_rate:,} marks/s; {n_probes} probes, one every {args.probe_interval}s …")
         cpu = ingest.CpuMeter()
@@ -397,27 +410,39 @@ async def measure_latency(args: argparse.Namespace, infra: Infra, services: dict
     finally:
         await registers.aclose()
         await alerts_api.aclose()
+        if cases_api is not None:
+            await cases_api.aclose()
         await conn.close()
-    latencies, posts = sorted(r for r in results if r is not None), sorted(background.latencies)
+    latencies, posts = sorted(a for a, _ in results if a is not None), sorted(background.latencies)
     pct = {"p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
-    return {
-        "probes": len(results),
-        "probes_failed": len(results) - len(latencies),
-        "latency_ms": {name: 1000 * ingest.percentile(latencies, q) for name, q in pct.items()},
-        "probe_latencies_ms": [r if r is None else round(1000 * r) for r in results],  # in the order sent
-        "probe_post_p50_ms": 1000 * ingest.percentile(sorted(probes.latencies), 0.5),
-        "background": {
-            "schools": n_schools,
-            "registers": background.registers,
-            "marks": background.marks,
-            "marks_per_s": background.marks / load_s,
-            "post_ms": {name: 1000 * ingest.percentile(posts, q) for name, q in pct.items()},
-        },
-        "consumer_caught_up_after_load_s": caught_up_s,
-        "errors": (background.errors + probes.errors)[:10],
-        "dead_lettered": thresholds.log_count("event_dead_lettered"),
-        "cpu": cpu_out,
-    }
+    escalation = {}
+    if cases_api is not None:
+        cases = sorted(c for _, c in results if c is not None)
+        escalation = {
+            "escalation_failed": len(results) - len(cases),
+            "escalation_latency_ms": {name: 1000 * ingest.percentile(cases, q) for name, q in pct.items()},
+        }
+    return (
+        escalation
+        | {
+            "probes": len(results),
+            "probes_failed": len(results) - len(latencies),
+            "latency_ms": {name: 1000 * ingest.percentile(latencies, q) for name, q in pct.items()},
+            "probe_latencies_ms": [a if a is None else round(1000 * a) for a, _ in results],  # in the order sent
+            "probe_post_p50_ms": 1000 * ingest.percentile(sorted(probes.latencies), 0.5),
+            "background": {
+                "schools": n_schools,
+                "registers": background.registers,
+                "marks": background.marks,
+                "marks_per_s": background.marks / load_s,
+                "post_ms": {name: 1000 * ingest.percentile(posts, q) for name, q in pct.items()},
+            },
+            "consumer_caught_up_after_load_s": caught_up_s,
+            "errors": (background.errors + probes.errors)[:10],
+            "dead_lettered": thresholds.log_count("event_dead_lettered"),
+            "cpu": cpu_out,
+        }
+    )
 
 
 # ---------------------------------------------------------------- report and main

@@ -1,0 +1,332 @@
+"""Whole-platform benchmark: every service in its own process, driven through the public HTTP API.
+
+Run with `make bench` (or `.venv/bin/python bench/end_to_end.py --help`). See bench/README.md.
+PostgreSQL, the Tansu broker, the fresh database and the cleanup are bench/ingest.py's; the service
+processes and the latency probes are bench/thresholds.py's.
+
+1. End to end at full speed: whole-school registers for every school and session of the workload,
+   POSTed by `--concurrency` simulated MIS clients; the clock runs from the first POST until the
+   thresholds service has applied every mark (a row per mark in thresholds.mark_versions).
+   Meanwhile every consumer's lag (its `consumer_lag_messages` gauge) and every service's memory
+   (resident set of its process tree) are sampled.
+2. Latency under a paced background load (default 5,000 marks/s): probes POST the register that
+   makes a prepared pupil persistently absent, then wait for the alert in the thresholds API and
+   for the case it opens in the casework API (escalation).
+3. The raw limits on the same machine, the services stopped: asyncpg bulk upsert of the same
+   register rows and aiokafka produce of as many mark events; the end-to-end rate as a ratio of each.
+
+A missed target prints FAIL but the exit status stays 0; only a failure to run exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import platform
+import re
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: bench/ is on the path, the repository is not
+    sys.path.insert(0, str(REPO))
+
+from bench import ingest, thresholds  # noqa: E402
+from bench.ingest import BenchError, Infra, say  # noqa: E402
+from bench.thresholds import Cleanup, Service  # noqa: E402
+
+TARGET_END_TO_END = 15_000  # marks/s: an England-wide morning register of 9M marks in ten minutes
+TARGET_ALERT_P95_MS = 1000
+TARGET_RSS_MB = 300
+CONSUMING = ("thresholds", "casework", "cme", "notifications")
+APPLIED_MARKS_SQL = "SELECT count(*) FROM thresholds.mark_versions"
+SCHOOLS_KNOWN_SQL = "SELECT count(*) FROM thresholds.schools"
+LAG = re.compile(r'^consumer_lag_messages\{consumer="([^"]+)",[^}]*\} ([0-9.e+]+)$', re.MULTILINE)
+PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--schools", type=int, default=40, help="end to end: schools")
+    p.add_argument("--pupils", type=int, default=250, help="end to end: pupils per school")
+    p.add_argument("--sessions", type=int, default=20, help="end to end: sessions (marks = the product)")
+    p.add_argument("--concurrency", type=int, default=8, help="end to end: MIS clients posting at once")
+    p.add_argument("--workers", type=int, default=1, help="processes per service (uvicorn workers)")
+    p.add_argument("--apply-timeout", type=float, default=600.0, help="seconds to wait for the consumers")
+    p.add_argument("--background-rate", type=int, default=5000, help="latency: background marks/s posted")
+    p.add_argument("--register-size", type=int, default=1000, help="latency: marks per background register")
+    p.add_argument("--history", type=int, default=20, help="latency: sessions per background school posted first")
+    p.add_argument("--seconds", type=float, default=30.0, help="latency: how long probes are sent")
+    p.add_argument("--probe-interval", type=float, default=0.5, help="latency: seconds between probes")
+    p.add_argument("--probe-timeout", type=float, default=30.0, help="latency: give up on one probe after this")
+    p.add_argument("--raw-rounds", type=int, default=3, help="raw limits: rounds of each (the median is used)")
+    p.add_argument("--skip-raw", action="store_true", help="skip the raw-limit measurements")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--fast-embedded", action="store_true", help="embedded PostgreSQL only: fsync off")
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- sampling while the platform runs
+
+
+class Sampler:
+    """Peak resident memory per service (its process tree) and peak lag per consumer, every 0.5 s."""
+
+    def __init__(self, services: dict[str, Service]) -> None:
+        self.services = services
+        self.rss_mb: dict[str, float] = dict.fromkeys(services, 0.0)
+        self.lag: dict[str, float] = {}
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            while not self._stop.is_set():
+                for name, service in self.services.items():
+                    self.rss_mb[name] = max(self.rss_mb[name], tree_rss_mb(service.process.pid))
+                    if name in CONSUMING:
+                        with contextlib.suppress(httpx.HTTPError):
+                            text = (await client.get(f"{service.url}/metrics")).text
+                            lag = sum(float(v) for consumer, v in LAG.findall(text) if consumer == name)
+                            self.lag[name] = max(self.lag.get(name, 0.0), lag)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), 0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def tree_rss_mb(pid: int) -> float:
+    total = 0
+    for member in ingest.process_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(member).memory_info().rss
+    return total / 2**20
+
+
+# ---------------------------------------------------------------- 1. end to end
+
+
+async def wait_count(conn: asyncpg.Connection, sql: str, target: int, timeout: float, services: list[Service]) -> None:
+    deadline = time.monotonic() + timeout
+    while (count := await conn.fetchval(sql)) < target:
+        for service in services:
+            service.check()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{sql!r} reached {count:,} of {target:,} within {timeout:.0f}s")
+        await asyncio.sleep(0.05)
+
+
+async def measure_end_to_end(
+    args: argparse.Namespace, infra: Infra, services: dict[str, Service], registers: list[ingest.Register]
+) -> dict[str, Any]:
+    from shared.auth import Role, issue_token
+    from shared.settings import PlatformSettings
+
+    urns = sorted({r.urn for r in registers})
+    settings = PlatformSettings(jwt_secret=infra.jwt_secret)
+    tokens = {u: issue_token(settings, subject=f"bench-{u}", role=Role.SCHOOL, urns={u}) for u in urns}
+    marks = sum(len(r.marks) for r in registers)
+    conn = await asyncpg.connect(ingest.asyncpg_dsn(infra.database_url))
+    try:
+        await ingest.create_schools(services["registers"].url, thresholds.ops_token(infra), urns)
+        # Once thresholds knows the schools, its consumer is live: the clock starts from idle.
+        await wait_count(conn, SCHOOLS_KNOWN_SQL, len(urns), 60, [services["thresholds"]])
+        base = await conn.fetchval(APPLIED_MARKS_SQL)
+        cpu = ingest.CpuMeter()
+        cpu.begin()
+        started = time.monotonic()
+        posted = ingest.PostResult()
+        await ingest.post_all(services["registers"].url, registers, tokens, args.concurrency, posted)
+        posted_s = time.monotonic() - started
+        if posted.errors:
+            raise BenchError(f"{len(posted.errors)} registers rejected, e.g. {posted.errors[0]}")
+        await wait_count(conn, APPLIED_MARKS_SQL, base + marks, args.apply_timeout, list(services.values()))
+        applied_s = time.monotonic() - started
+        cpu_out = await thresholds.cpu_report(cpu, infra, services, applied_s)
+    finally:
+        await conn.close()
+    latencies = sorted(posted.latencies)
+    return {
+        "marks": marks,
+        "registers": len(registers),
+        "posted_s": posted_s,
+        "applied_s": applied_s,
+        "post_marks_per_s": marks / posted_s,
+        "marks_per_s": marks / applied_s,
+        "post_ms": {k: 1000 * ingest.percentile(latencies, q) for k, q in PERCENTILES.items()},
+        "cpu": cpu_out,
+    }
+
+
+# ---------------------------------------------------------------- 3. raw limits
+
+
+def raw_limits(args: argparse.Namespace, infra: Infra, registers: list[ingest.Register]) -> dict[str, Any]:
+    """The same register rows upserted with asyncpg, and as many mark events produced with aiokafka."""
+    marks = sum(len(r.marks) for r in registers)
+    say("raw limits: asyncpg bulk upsert of the same rows …")
+    pg = ingest.run_async(
+        ingest.raw_postgres(ingest.asyncpg_dsn(infra.database_url), registers, args.concurrency, args.raw_rounds)
+    )
+    say("raw limits: aiokafka produce of as many mark events …")
+    events = argparse.Namespace(schools=args.schools, pupils=args.pupils, sessions=args.sessions, seed=args.seed)
+    messages = [
+        (key.encode(), payload)
+        for keys, payloads in thresholds.mark_event_chunks(events)
+        for key, payload in zip(keys, payloads, strict=True)
+    ][:marks]
+    partitions = ingest.run_async(ingest.topic_partitions(infra.bootstrap, thresholds.MARKS_TOPIC)) or 12
+    kafka = ingest.run_async(ingest.raw_kafka(infra.bootstrap, messages, partitions, args.raw_rounds))
+    return {"postgres": pg, "kafka": kafka}
+
+
+# ---------------------------------------------------------------- report and main
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    env, c, bar = s["environment"], s["config"], "=" * 100
+    percentiles = lambda d: "  ".join(f"{k} {v:,.0f} ms" for k, v in d.items())  # noqa: E731
+    say(f"\n{bar}\nWHOLE-PLATFORM BENCHMARK SUMMARY\n{bar}")
+    say(f"code         commit {env['code']}; {env['cpus']} CPUs, {env['python']}, {env['platform']}")
+    say(f"PostgreSQL   {env['postgres_source']}; {env['postgres_durability']}. Kafka: Tansu (in memory)")
+    say(f"services     {', '.join(s['memory_peak_mb'])}; {c['workers']} process(es) each")
+    if env["machine_busy_before_start_pct"] > 20:
+        say(f"WARNING      the machine was {env['machine_busy_before_start_pct']:.0f}% busy before the run started")
+    e = s["end_to_end"]
+    say("-" * 100)
+    say(f"workload     {c['schools']} schools x {c['pupils']} pupils x {c['sessions']} sessions = {e['marks']:,} marks")
+    say(f"             {e['registers']:,} whole-school registers, {c['concurrency']} MIS clients")
+    say(f"END TO END   {e['marks_per_s']:,.0f} marks/s: first POST -> all applied by thresholds {e['applied_s']:.2f}s")
+    say(
+        f"POST         {e['post_marks_per_s']:,.0f} marks/s accepted, {e['posted_s']:.1f}s; {percentiles(e['post_ms'])}"
+    )
+    lag = ", ".join(f"{k} {v:,.0f}" for k, v in s["consumer_lag_peak"].items()) or "no readings"
+    say(f"lag peak     {lag} messages")
+    thresholds.print_cpu(e["cpu"])
+    if lat := s.get("latency"):
+        say("-" * 100)
+        say(f"ALERT        POST register -> alert in GET /v1/alerts: {percentiles(lat['latency_ms'])}")
+        if "escalation_latency_ms" in lat:
+            say(f"ESCALATION   POST register -> case in GET /v1/cases: {percentiles(lat['escalation_latency_ms'])}")
+        b = lat["background"]
+        say(f"background   {b['marks_per_s']:,.0f} marks/s; {lat['probes']} probes, {lat['probes_failed']} failed")
+        say(f"consumer     caught up {lat['consumer_caught_up_after_load_s']:.2f}s after the load stopped")
+        for error in lat["errors"]:
+            say(f"ERROR        {error}")
+        thresholds.print_cpu(lat["cpu"])
+    say("-" * 100)
+    memory = "  ".join(f"{k} {v:,.0f}" for k, v in s["memory_peak_mb"].items())
+    say(f"memory peak  {memory} (MB resident, whole run)")
+    if raw := s.get("raw"):
+        pg, kafka = raw["postgres"], raw["kafka"]
+        say(
+            f"raw          asyncpg upsert {pg['upsert_rows_per_s']['median']:,.0f} rows/s; aiokafka produce "
+            f"{kafka['produce_msgs_per_s']['median']:,.0f} msgs/s ({kafka['best_mode']}); medians"
+        )
+        say(
+            f"ratios       end to end / raw upsert {s['ratios']['to_raw_upsert']:.3f}; "
+            f"end to end / raw produce {s['ratios']['to_raw_produce']:.3f}"
+        )
+    say("-" * 100)
+    for name, measured, ok in s["targets"]:
+        say(f"target       [{'PASS' if ok else 'FAIL'}] {name}: measured {measured}")
+    say(bar)
+
+
+def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]:
+    from shared.cli import SERVICES
+    from shared.migrations import upgrade
+
+    infra = Infra(jwt_secret=secrets.token_urlsafe(48))
+    busy_before = ingest.background_load()
+    today = datetime.now(ZoneInfo("Europe/London")).date()  # the services' "today" (school_today)
+    registers, _ = ingest.build_workload(args.schools, args.pupils, args.sessions, args.seed, today)
+    ingest.start_postgres(args, infra, cleanup)
+    ingest.create_database(infra, cleanup)
+    for name in SERVICES:  # create_database migrates the registers schema only
+        upgrade(name, infra.database_url)
+    say(f"PostgreSQL: {infra.postgres_source}; database {infra.database_name} created and migrated")
+    ingest.start_broker(infra, tmp, cleanup)
+    services = {name: thresholds.start_service(name, infra, tmp, cleanup, args.workers) for name in SERVICES}
+    say(f"Tansu on {infra.bootstrap}; " + ", ".join(f"{s.name} on {s.url}" for s in services.values()))
+    ingest.run_async(ingest.wait_for_topic(infra.bootstrap, thresholds.MARKS_TOPIC, 60))
+
+    async def measured() -> tuple[dict[str, Any], dict[str, Any], Sampler]:
+        sampler = Sampler(services)
+        sampling = asyncio.create_task(sampler.run())
+        try:
+            say(f"end to end: {len(registers):,} registers, {sum(len(r.marks) for r in registers):,} marks …")
+            e2e = await measure_end_to_end(args, infra, services, registers)
+            latency = await thresholds.measure_latency(args, infra, services)
+        finally:
+            sampler.stop()
+            await sampling
+        return e2e, latency, sampler
+
+    e2e, latency, sampler = ingest.run_async(measured())
+    for service in services.values():  # the raw limits get the machine to themselves
+        ingest.stop_process_group(service.process)
+    raw = None if args.skip_raw else raw_limits(args, infra, registers)
+
+    summary: dict[str, Any] = {
+        "benchmark": "end-to-end",
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": vars(args),
+        "environment": {
+            "code": ingest.code_version(),
+            "cpus": psutil.cpu_count(),
+            "python": f"Python {platform.python_version()}",
+            "platform": platform.platform(terse=True),
+            "postgres_source": infra.postgres_source,
+            "postgres_durability": ingest.describe_durability(infra.postgres_settings),
+            "machine_busy_before_start_pct": busy_before,
+        },
+        "end_to_end": e2e,
+        "latency": latency,
+        "consumer_lag_peak": sampler.lag,
+        "memory_peak_mb": sampler.rss_mb,
+        "raw": raw,
+    }
+    if raw:
+        summary["ratios"] = {
+            "to_raw_upsert": e2e["marks_per_s"] / raw["postgres"]["upsert_rows_per_s"]["median"],
+            "to_raw_produce": e2e["marks_per_s"] / raw["kafka"]["produce_msgs_per_s"]["median"],
+        }
+    p95, achieved = latency["latency_ms"]["p95"], latency["background"]["marks_per_s"]
+    heaviest = max(sampler.rss_mb, key=sampler.rss_mb.__getitem__)
+    summary["targets"] = [
+        (
+            f"end to end >= {TARGET_END_TO_END:,} marks/s",
+            f"{e2e['marks_per_s']:,.0f} marks/s",
+            e2e["marks_per_s"] >= TARGET_END_TO_END,
+        ),
+        (
+            f"p95 POST -> alert < {TARGET_ALERT_P95_MS:,} ms at {args.background_rate:,} marks/s background",
+            f"{p95:,.0f} ms ({achieved:,.0f} marks/s achieved)",
+            p95 < TARGET_ALERT_P95_MS and not latency["probes_failed"] and achieved >= 0.95 * args.background_rate,
+        ),
+        (
+            f"no service above {TARGET_RSS_MB} MB resident",
+            f"{heaviest} {sampler.rss_mb[heaviest]:,.0f} MB",
+            sampler.rss_mb[heaviest] <= TARGET_RSS_MB * args.workers,
+        ),
+    ]
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return ingest.isolated_main("end-to-end", argv, parse_args, run, print_summary)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
