@@ -9,6 +9,7 @@ processes and the latency probes are bench/thresholds.py's.
    thresholds service has applied every mark (a row per mark in thresholds.mark_versions).
    Meanwhile every consumer's lag (its `consumer_lag_messages` gauge) and every service's memory
    (resident set of its process tree) are sampled.
+   Every pupil is admitted to the roll (CME API) first, as in a live LA.
 2. Latency under a paced background load (default 5,000 marks/s): probes POST the register that
    makes a prepared pupil persistently absent, then wait for the alert in the thresholds API and
    for the case it opens in the casework API (escalation).
@@ -28,7 +29,7 @@ import re
 import secrets
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -52,6 +53,7 @@ CONSUMING = ("thresholds", "casework", "cme", "notifications")
 APPLIED_MARKS_SQL = "SELECT count(*) FROM thresholds.mark_versions"
 SCHOOLS_KNOWN_SQL = "SELECT count(*) FROM thresholds.schools"
 LAG = re.compile(r'^consumer_lag_messages\{consumer="([^"]+)",[^}]*\} ([0-9.e+]+)$', re.MULTILINE)
+ROLL_CLIENTS = 16
 PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
 
 
@@ -116,6 +118,28 @@ def tree_rss_mb(pid: int) -> float:
 # ---------------------------------------------------------------- 1. end to end
 
 
+async def load_roll(cme: Service, tokens: dict[str, str], pupils: list[tuple[str, str]], first_day: date) -> None:
+    """Pupils admitted through the CME API before their first register, as an LA's roll is:
+    otherwise each first mark would be an unnotified joiner."""
+    queue = iter(pupils)
+    async with httpx.AsyncClient(base_url=cme.url, timeout=60) as client:
+
+        async def admit() -> None:
+            for urn, upn in queue:
+                body = {"upn": upn, "admitted_on": first_day.isoformat(), "nc_year": "5", "date_of_birth": "2016-05-01"}
+                headers = {"Authorization": f"Bearer {tokens[urn]}"}
+                deadline = time.monotonic() + 60
+                while True:  # the school reaches the CME service through the broker, moments after it is added
+                    response = await client.post(f"/v1/schools/{urn}/admissions", json=body, headers=headers)
+                    if response.status_code != 404 or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.1)
+                if response.status_code not in (200, 201):
+                    raise BenchError(f"admission {urn} {upn}: {response.status_code} {response.text[:300]}")
+
+        await asyncio.gather(*(admit() for _ in range(ROLL_CLIENTS)))
+
+
 async def wait_count(conn: asyncpg.Connection, sql: str, target: int, timeout: float, services: list[Service]) -> None:
     deadline = time.monotonic() + timeout
     while (count := await conn.fetchval(sql)) < target:
@@ -139,6 +163,9 @@ async def measure_end_to_end(
     conn = await asyncpg.connect(ingest.asyncpg_dsn(infra.database_url))
     try:
         await ingest.create_schools(services["registers"].url, thresholds.ops_token(infra), urns)
+        say(f"admitting {args.pupils * len(urns):,} pupils to the roll …")
+        pupils = sorted({(r.urn, m["upn"]) for r in registers for m in r.marks})
+        await load_roll(services["cme"], tokens, pupils, min(r.date for r in registers))
         # Once thresholds knows the schools, its consumer is live: the clock starts from idle.
         await wait_count(conn, SCHOOLS_KNOWN_SQL, len(urns), 60, [services["thresholds"]])
         base = await conn.fetchval(APPLIED_MARKS_SQL)
@@ -267,7 +294,9 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
         try:
             say(f"end to end: {len(registers):,} registers, {sum(len(r.marks) for r in registers):,} marks …")
             e2e = await measure_end_to_end(args, infra, services, registers)
-            latency = await thresholds.measure_latency(args, infra, services)
+            latency = await thresholds.measure_latency(
+                args, infra, services, admit=lambda tokens, pupils, day: load_roll(services["cme"], tokens, pupils, day)
+            )
         finally:
             sampler.stop()
             await sampling

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -305,7 +305,13 @@ async def post_register(client: httpx.AsyncClient, token: str, urn: str, body: d
     return True
 
 
-async def measure_latency(args: argparse.Namespace, infra: Infra, services: dict[str, Service]) -> dict[str, Any]:
+Admit = Callable[[dict[str, str], list[tuple[str, str]], date], Awaitable[None]]
+
+
+async def measure_latency(
+    args: argparse.Namespace, infra: Infra, services: dict[str, Service], admit: Admit | None = None
+) -> dict[str, Any]:
+    """`admit(tokens, pupils, first_day)`, if given, puts the pupils on their schools' rolls first."""
     from shared.auth import Role, issue_token
     from shared.settings import PlatformSettings
 
@@ -336,6 +342,9 @@ async def measure_latency(args: argparse.Namespace, infra: Infra, services: dict
     try:
         base = await conn.fetchval(APPLIED_SQL)
         await ingest.create_schools(services["registers"].url, ops, [*schools, probe_urn])
+        if admit is not None:
+            pupils = [(u, upn) for u in schools for upn in upns[u]] + [(probe_urn, upn) for upn in probe_upns]
+            await admit(tokens, pupils, slots[0][0])
         say(f"preparing {args.history} sessions of history for {n_schools} schools, and {n_probes} probe pupils …")
         prepared = Posted()
         for slot in range(args.history):
