@@ -4,7 +4,8 @@ For each batch the runner opens one database transaction, records the ids of the
 applies in `<schema>.applied_events` and calls the handler with the events not seen before; the
 Kafka offsets are committed only after that transaction commits. A redelivered event is therefore
 skipped, and a crash between the two commits replays events whose effect is already stored,
-which the id table turns into no-ops.
+which the id table turns into no-ops. A handler that is idempotent by construction (its effects are
+keyed by the versions the events carry) can do without the table: `record_applied=False`.
 
 A batch whose handler fails is retried event by event; an event that still fails (or cannot be
 parsed) goes to `<topic>.dlq` with the error and never blocks its partition. Infrastructure
@@ -68,6 +69,7 @@ class ConsumerRunner:
         partitions: int,
         batch_size: int = 2000,
         batch_timeout_ms: int = 50,
+        record_applied: bool = True,
     ) -> None:
         self.name = name
         self.schema = schema
@@ -78,10 +80,18 @@ class ConsumerRunner:
         self.partitions = partitions
         self.batch_size = batch_size
         self.batch_timeout_ms = batch_timeout_ms
+        self.record_applied = record_applied
 
     @classmethod
     def for_service(
-        cls, runtime: Any, name: str, schema: str, topics: Sequence[str], handler: Handler
+        cls,
+        runtime: Any,
+        name: str,
+        schema: str,
+        topics: Sequence[str],
+        handler: Handler,
+        *,
+        record_applied: bool = True,
     ) -> ConsumerRunner:
         """A service's consumer in group `name`, configured from its settings and sessions."""
         settings = runtime.settings
@@ -95,6 +105,7 @@ class ConsumerRunner:
             partitions=settings.kafka_topic_partitions,
             batch_size=settings.consumer_batch_size,
             batch_timeout_ms=settings.consumer_batch_timeout_ms,
+            record_applied=record_applied,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -190,16 +201,18 @@ class ConsumerRunner:
 
     async def _apply(self, events: list[CloudEvent[Any]]) -> None:
         async with self.sessionmaker() as session, session.begin():
-            ids = [e.id for e in events]
-            result = await session.execute(
-                text(
-                    f'INSERT INTO "{self.schema}".applied_events (consumer, event_id) '
-                    "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING "
-                    "RETURNING event_id"
-                ),
-                {"consumer": self.name, "ids": ids},
-            )
-            fresh_ids = {row[0] for row in result}
+            if self.record_applied:
+                result = await session.execute(
+                    text(
+                        f'INSERT INTO "{self.schema}".applied_events (consumer, event_id) '
+                        "SELECT :consumer, unnest(CAST(:ids AS uuid[])) ON CONFLICT DO NOTHING "
+                        "RETURNING event_id"
+                    ),
+                    {"consumer": self.name, "ids": [e.id for e in events]},
+                )
+                fresh_ids = {row[0] for row in result}
+            else:
+                fresh_ids = {e.id for e in events}
             fresh: list[CloudEvent[Any]] = []
             for event in events:
                 if event.id in fresh_ids:

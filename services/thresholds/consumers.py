@@ -21,8 +21,10 @@ from shared.events import MARKS_TOPIC, REGISTERS_TOPIC, parse_event
 def marks_consumer(runtime: Runtime, group: str | None = None) -> ConsumerRunner:
     settings: ThresholdsSettings = runtime.settings  # type: ignore[assignment]
     handler = functools.partial(service.handle_events, settings=settings)
+    # Marks are stored by version and the totals move only when a newer version arrives, so a
+    # redelivered event changes nothing: no applied-event ids to keep (ADR 7).
     return ConsumerRunner.for_service(
-        runtime, group or settings.consumer_group, SCHEMA, [MARKS_TOPIC, REGISTERS_TOPIC], handler
+        runtime, group or settings.consumer_group, SCHEMA, [MARKS_TOPIC, REGISTERS_TOPIC], handler, record_applied=False
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import functools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -171,21 +171,7 @@ async def apply_marks(
         held = incoming.get(key)
         if held is None or mark.change_version > held.change_version:
             incoming[key] = mark
-    current = await _current_versions(conn, incoming)
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.mark_versions (urn, upn, date, session, change_version, code, category, possible, "
-        "recorded_at) SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bigint[], "
-        "$6::text[], $7::text[], $8::bool[], $9::timestamptz[]) ON CONFLICT DO NOTHING",
-        [m.urn for m in marks],
-        [m.upn for m in marks],
-        [m.date for m in marks],
-        [m.session for m in marks],
-        [m.change_version for m in marks],
-        [m.code for m in marks],
-        [m.category for m in marks],
-        [m.possible for m in marks],
-        [m.recorded_at for m in marks],
-    )
+    current = await _store_versions(conn, marks)
 
     deltas: dict[tuple[str, str, int], list[int]] = {}
     last_dates: dict[tuple[str, str, int], date] = {}
@@ -214,17 +200,27 @@ async def apply_marks(
         await evaluate_pupils(session, settings, changed, amended=amended)
 
 
-async def _current_versions(conn, keys: Iterable[SessionKey]) -> dict[SessionKey, _Version]:
-    keys = list(keys)
+async def _store_versions(conn, marks: Sequence[MarkRecorded | MarkAmended]) -> dict[SessionKey, _Version]:
+    """Store every incoming version, and return the current version of each session touched as it
+    stood before them (one statement: the snapshot of a data-modifying CTE is the one before it)."""
     rows = await conn.fetch(
-        f"SELECT DISTINCT ON (m.urn, m.upn, m.date, m.session) m.urn, m.upn, m.date, m.session, m.change_version, "
-        f"m.code, m.category, m.possible FROM unnest($1::text[], $2::text[], $3::date[], $4::text[]) "
-        f"AS k(urn, upn, date, session) JOIN {SCHEMA}.mark_versions m USING (urn, upn, date, session) "
+        "WITH incoming AS (SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::text[], $5::bigint[], "
+        "$6::text[], $7::text[], $8::bool[], $9::timestamptz[]) "
+        "AS i(urn, upn, date, session, change_version, code, category, possible, recorded_at)), "
+        f"stored AS (INSERT INTO {SCHEMA}.mark_versions SELECT * FROM incoming ON CONFLICT DO NOTHING) "
+        "SELECT DISTINCT ON (m.urn, m.upn, m.date, m.session) m.urn, m.upn, m.date, m.session, m.change_version, "
+        f"m.code, m.category, m.possible FROM (SELECT DISTINCT urn, upn, date, session FROM incoming) AS k "
+        f"JOIN {SCHEMA}.mark_versions m USING (urn, upn, date, session) "
         "ORDER BY m.urn, m.upn, m.date, m.session, m.change_version DESC",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        [k[3] for k in keys],
+        [m.urn for m in marks],
+        [m.upn for m in marks],
+        [m.date for m in marks],
+        [m.session for m in marks],
+        [m.change_version for m in marks],
+        [m.code for m in marks],
+        [m.category for m in marks],
+        [m.possible for m in marks],
+        [m.recorded_at for m in marks],
     )
     return {
         (r["urn"], r["upn"], r["date"], r["session"]): _Version(
