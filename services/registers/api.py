@@ -217,8 +217,12 @@ _basic = HTTPBasic(auto_error=False)
     summary="Exchange client credentials for a bearer token",
     description=(
         "OAuth 2.0 client-credentials grant: form fields `grant_type=client_credentials`, `client_id` "
-        "and `client_secret` (or HTTP Basic). Clients are created with `attendance client create`."
+        "and `client_secret` (or HTTP Basic). Clients are created with `attendance client create`. After "
+        "`TOKEN_FAILURE_LIMIT` refused requests (default 10) within `TOKEN_FAILURE_WINDOW_SECONDS` (default 60) "
+        "for one client id, or from one address, its requests get 429 with `Retry-After` until the oldest "
+        "refusal leaves the window."
     ),
+    responses={429: {"description": "Too many refused requests", "content": {"application/problem+json": {}}}},
 )
 async def token(
     request: Request,
@@ -234,8 +238,15 @@ async def token(
         client_id, client_secret = basic.username, basic.password
     if not client_id or not client_secret:
         raise Problem(400, "invalid-request", "Missing client credentials", "Send client_id and client_secret.")
-    client = await service.authenticate_client(session, client_id, client_secret)
     settings = _settings(request)
+    # Behind a proxy this is the client's address when the proxy is trusted (FORWARDED_ALLOW_IPS).
+    address = request.client.host if request.client else "unknown"
+    await service.throttle_token_requests(session, settings, client_id, address)
+    try:
+        client = await service.authenticate_client(session, client_id, client_secret)
+    except service.InvalidClient:
+        await service.record_token_failure(request.app.state.sessionmaker, settings, client_id, address)
+        raise
     access_token = issue_token(
         settings,
         subject=client.client_id,
