@@ -31,8 +31,9 @@ class Subscription(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     digest: Mapped[bool] = mapped_column(Boolean, default=False)  # email: a daily worklist digest too
     last_digest_on: Mapped[date | None] = mapped_column(Date)
-    # Signing needs the secret itself (HMAC), so it is stored, never shown again after creation or
-    # rotation. A rotated-out secret keeps signing until `previous_secret_expires_at`.
+    # Signing needs the secret itself (HMAC), so it is stored, encrypted under SECRETS_KEY
+    # (shared.encryption), and never shown again after creation or rotation. A rotated-out secret
+    # keeps signing until `previous_secret_expires_at`.
     secret: Mapped[str | None] = mapped_column(Text)
     previous_secret: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
