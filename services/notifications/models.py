@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Index, I
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.audit import RecordReadColumns
 from shared.db import make_base
 
 SCHEMA = "notifications"
@@ -138,3 +139,7 @@ class Letter(Base):
     posted_on: Mapped[date | None] = mapped_column(Date)
     sent_by: Mapped[str | None] = mapped_column(Text)
     case_action_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecordRead(RecordReadColumns, Base):
+    """Who read which pupil's record through this service (shared.audit)."""

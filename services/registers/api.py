@@ -11,6 +11,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from services.registers import schemas, service
 from services.registers.settings import RegistersSettings
 from shared import idempotency
+from shared.audit import RecordReads
 from shared.auth import CurrentPrincipal, Principal, Role, issue_token
 from shared.db import Session
 from shared.domain.calendar import academic_year, academic_year_bounds
@@ -114,16 +115,18 @@ async def pupil_marks(
     upn: UpnPath,
     session: Session,
     principal: CurrentPrincipal,
+    reads: RecordReads,
     from_date: Annotated[date | None, Query(alias="from")] = None,
     to_date: Annotated[date | None, Query(alias="to")] = None,
 ) -> schemas.PupilMarks:
-    await _school_for(session, principal, urn)
+    school = await _school_for(session, principal, urn)
     valid_upn(upn)
     today = school_today()
     start = from_date or academic_year_bounds(academic_year(today))[0]
     end = to_date or today
     if start > end:
         raise Unprocessable("invalid-period", f"from ({start}) is after to ({end})")
+    reads.record(upn, urn, school.la_code)
     return await service.pupil_marks(session, urn, upn, start, end)
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Boolean, Date, DateTime, Index, Integer, Stri
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.audit import RecordReadColumns
 from shared.db import make_base
 
 SCHEMA = "registers"
@@ -148,3 +149,7 @@ class TokenFailure(Base):
     client_id: Mapped[str] = mapped_column(Text)
     address: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RecordRead(RecordReadColumns, Base):
+    """Who read which pupil's record through this service (shared.audit)."""
