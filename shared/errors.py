@@ -145,6 +145,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=request.url.path)
+        # The route template, not the path: paths carry UPNs.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.exception("unhandled_error", method=request.method, route=route)
         problem = Problem(500, "internal-error", "Internal error", "The error was logged; nothing was stored.")
         return problem_response(problem, request)
