@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import BigInteger, DateTime, Index, String, Text, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from shared.auth import CurrentPrincipal, Principal, Role
@@ -51,7 +52,7 @@ class RecordReadColumns:
 class ReadLog:
     """Records this request's reads of pupils' records; they commit (or not) with the request."""
 
-    def __init__(self, request: Request, session: Any, principal: Principal) -> None:
+    def __init__(self, request: Request, session: AsyncSession, principal: Principal) -> None:
         self._model = request.app.state.record_read_model
         self._session = session
         self._principal = principal
