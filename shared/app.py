@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from shared.audit import audit_router
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from shared.observability import RequestContextMiddleware, configure_logging
@@ -103,8 +104,10 @@ def create_app(
     description: str,
     routers: Sequence[APIRouter],
     workers: WorkerFactory,
+    record_reads: type,
     openapi_tags: list[dict[str, Any]] | None = None,
 ) -> FastAPI:
+    """`record_reads`: the service's model of the record-reads log (shared.audit)."""
     configure_logging(settings.log_level, settings.log_json)
 
     @contextlib.asynccontextmanager
@@ -132,13 +135,19 @@ def create_app(
         description=description,
         version="1.0.0",
         lifespan=lifespan,
-        openapi_tags=[*(openapi_tags or []), {"name": "operations", "description": "Health, readiness, metrics"}],
+        openapi_tags=[
+            *(openapi_tags or []),
+            {"name": "audit", "description": "Who read which pupil's record"},
+            {"name": "operations", "description": "Health, readiness, metrics"},
+        ],
         responses=PROBLEM_RESPONSES,
     )
     app.state.settings = settings
+    app.state.record_read_model = record_reads
     app.add_middleware(RequestContextMiddleware, service=settings.service_name)
     install_problem_handlers(app)
     app.include_router(_ops_router())
     for router in routers:
         app.include_router(router)
+    app.include_router(audit_router())
     return app

@@ -177,6 +177,7 @@ def run() -> None:
     """Start PostgreSQL and the broker (unless DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS point at
     running ones), migrate, seed a demo LA and run every service until Ctrl-C."""
     from shared.devstack import EmbeddedPostgres, TansuBroker, ensure_database
+    from shared.encryption import new_key
 
     root = data_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -206,6 +207,7 @@ def run() -> None:
             "DATABASE_URL": database_url,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "JWT_SECRET": os.environ.get("JWT_SECRET") or previous.get("JWT_SECRET") or secrets.token_urlsafe(48),
+            "SECRETS_KEY": os.environ.get("SECRETS_KEY") or previous.get("SECRETS_KEY") or new_key(),
         }
         _write_platform_env(env)
         os.environ.update(env)
@@ -524,6 +526,31 @@ def notifications_asyncapi(
 
     output.write_text(asyncapi_json())
     typer.echo(f"wrote {output}")
+
+
+@notifications_app.command("reencrypt-secrets")
+def notifications_reencrypt_secrets() -> None:
+    """Re-encrypt every stored webhook signing secret under the first key of SECRETS_KEY (after
+    putting a new key in front; the old one can be dropped once this has run)."""
+    from services.notifications.service import reencrypt_secrets
+    from services.notifications.settings import NotificationsSettings
+    from shared.db import make_engine, make_sessionmaker
+    from shared.encryption import secret_box
+
+    async def main() -> int:
+        settings = NotificationsSettings()
+        engine = make_engine(settings.database_url, pool_size=1)
+        try:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                return await reencrypt_secrets(session, secret_box(settings.secrets_key))
+        finally:
+            await engine.dispose()
+
+    try:
+        count = asyncio.run(main())
+    except OSError as exc:
+        raise _fail(f"Cannot reach the platform database ({exc}). Is `make run` running?") from exc
+    typer.echo(f"re-encrypted the signing secrets of {count} subscriptions")
 
 
 def main() -> None:

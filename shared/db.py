@@ -44,7 +44,10 @@ def make_base(schema: str) -> type[DeclarativeBase]:
 
 
 def make_engine(url: str, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **kwargs)
+    # Statement parameters are pupils' data: an error message (and so a log line) never quotes them.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, hide_parameters=True, **kwargs
+    )
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

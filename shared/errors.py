@@ -23,6 +23,8 @@ log = structlog.get_logger(__name__)
 class Problem(Exception):
     """An error with an HTTP status, a stable `type` slug and a human detail."""
 
+    headers: dict[str, str] = {}  # response headers the status calls for (e.g. Retry-After)
+
     def __init__(
         self,
         status: int,
@@ -65,6 +67,12 @@ class Conflict(Problem):
 class Unprocessable(Problem):
     def __init__(self, slug: str, detail: str, **extensions: Any) -> None:
         super().__init__(422, slug, slug.replace("-", " ").capitalize(), detail, **extensions)
+
+
+class TooManyRequests(Problem):
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(429, "too-many-requests", "Too many requests", detail, retry_after=retry_after)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 def problem_response(problem: Problem, request: Request, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -113,8 +121,8 @@ _STATUS_SLUGS = {
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem_response(exc, request, headers)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        return problem_response(exc, request, {**headers, **exc.headers})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -137,6 +145,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", path=request.url.path)
+        # The route template, not the path: paths carry UPNs.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.exception("unhandled_error", method=request.method, route=route)
         problem = Problem(500, "internal-error", "Internal error", "The error was logged; nothing was stored.")
         return problem_response(problem, request)

@@ -89,3 +89,24 @@ def create_platform_tables_v1(schema: str) -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         schema=schema,
     )
+
+
+def create_record_reads_v1(schema: str) -> None:
+    """The log of who read which pupil's record (shared.audit), frozen as v1 like the tables above."""
+    op.create_table(
+        "record_reads",
+        sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
+        sa.Column("reader", sa.Text, nullable=False),
+        sa.Column("reader_role", sa.Text, nullable=False),
+        sa.Column("reader_urns", postgresql.ARRAY(sa.Text), nullable=False),
+        sa.Column("reader_la_code", sa.String(3)),
+        sa.Column("upn", sa.String(13), nullable=False),
+        sa.Column("urn", sa.String(6)),
+        sa.Column("la_code", sa.String(3)),
+        sa.Column("endpoint", sa.Text, nullable=False),
+        sa.Column("request_id", sa.Text),
+        schema=schema,
+    )
+    op.create_index("ix_record_reads_upn", "record_reads", ["upn", "id"], schema=schema)
+    op.create_index("ix_record_reads_la_code", "record_reads", ["la_code", "id"], schema=schema)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.encryption import SecretBox
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +45,11 @@ class PlatformSettings(BaseSettings):
         min_length=32,
         description="HMAC key signing bearer tokens (HS256).",
     )
+    secrets_key: str = Field(
+        "ZGV2ZWxvcG1lbnQtb25seS1ub3QtYS1zZWNyZXQtMDE=",
+        description="Fernet key(s) encrypting the secrets stored for reading back (webhook signing secrets): "
+        "comma-separated, newest first; the first encrypts, every one decrypts.",
+    )
     jwt_issuer: str = "attendance-platform"
     jwt_audience: str = "attendance-platform"
     token_ttl_seconds: int = 3600
@@ -52,6 +59,15 @@ class PlatformSettings(BaseSettings):
     outbox_poll_interval_seconds: float = 0.05
     consumer_batch_size: int = 2000
     consumer_batch_timeout_ms: int = 50
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _usable_keys(cls, value: str) -> str:
+        try:
+            SecretBox(value)
+        except ValueError as exc:
+            raise ValueError(f"SECRETS_KEY must be Fernet keys (32 url-safe base64 bytes each): {exc}") from exc
+        return value
 
 
 class ServiceSettings(PlatformSettings):

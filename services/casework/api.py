@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from services.casework import schemas, service
 from services.casework.models import Case
 from services.casework.settings import CaseworkSettings
+from shared.audit import RecordReads
 from shared.auth import CurrentPrincipal, Principal, Role
 from shared.db import Session
 from shared.domain.casework import WORKFLOW_JSON, OpenCase, mermaid
@@ -71,16 +72,24 @@ async def open_case(
 
 @router.get("/cases", tags=["cases"], summary="Search cases, newest first")
 async def search_cases(
-    session: Session, principal: CurrentPrincipal, filters: Annotated[schemas.CaseFilters, Query()]
+    session: Session,
+    principal: CurrentPrincipal,
+    reads: RecordReads,
+    filters: Annotated[schemas.CaseFilters, Query()],
 ) -> schemas.CasePage:
     if filters.urn is not None and principal.role is Role.SCHOOL:
         principal.require_school(filters.urn, None)
-    return await service.search_cases(session, filters, principal)
+    page = await service.search_cases(session, filters, principal)
+    if filters.upn is not None:  # a look-up of one pupil
+        reads.record_each(page.items)
+    return page
 
 
 @router.get("/cases/{case_id}", tags=["cases"], summary="A case, with the events your role may attempt")
-async def get_case(case_id: int, session: Session, principal: CurrentPrincipal) -> schemas.CaseOut:
-    return service.case_out(await _case(session, principal, case_id), principal)
+async def get_case(case_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads) -> schemas.CaseOut:
+    case = await _case(session, principal, case_id)
+    reads.record_each([case])
+    return service.case_out(case, principal)
 
 
 @router.post(
@@ -134,8 +143,12 @@ async def apply_transition(
 
 
 @router.get("/cases/{case_id}/timeline", tags=["cases"], summary="Everything recorded on the case, in order")
-async def case_timeline(case_id: int, session: Session, principal: CurrentPrincipal) -> list[schemas.TimelineEntry]:
-    return await service.timeline(session, await _case(session, principal, case_id))
+async def case_timeline(
+    case_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+) -> list[schemas.TimelineEntry]:
+    case = await _case(session, principal, case_id)
+    reads.record_each([case])
+    return await service.timeline(session, case)
 
 
 @router.get(
@@ -148,9 +161,12 @@ async def evidence(
     case_id: int,
     session: Session,
     principal: CurrentPrincipal,
+    reads: RecordReads,
     format: Annotated[str, Query(pattern="^(json|html)$")] = "json",
 ) -> Any:
-    bundle = await service.evidence_bundle(session, await _case(session, principal, case_id))
+    case = await _case(session, principal, case_id)
+    reads.record_each([case])
+    bundle = await service.evidence_bundle(session, case)
     return HTMLResponse(service.bundle_html(bundle)) if format == "html" else bundle
 
 

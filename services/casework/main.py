@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.casework.api import router
 from services.casework.consumers import alerts_consumer, clock_scanner
-from services.casework.models import SCHEMA
+from services.casework.models import SCHEMA, RecordRead
 from services.casework.settings import CaseworkSettings
 from shared.app import Runtime, create_app
 from shared.events import ESCALATIONS_TOPIC
@@ -37,6 +37,7 @@ def build_app(settings: CaseworkSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         routers=[router],
         workers=workers,
+        record_reads=RecordRead,
         openapi_tags=[
             {"name": "workflow", "description": "The transition table, as JSON and as a diagram"},
             {"name": "cases", "description": "Open, act on, search and read cases"},

@@ -11,6 +11,7 @@ from services.cme import schemas, service
 from services.cme.models import CmeCase, School
 from services.cme.settings import CmeSettings
 from shared import idempotency
+from shared.audit import RecordReads
 from shared.auth import CurrentPrincipal, Forbidden, Principal, Role
 from shared.db import Session
 from shared.domain.roll import DELETION_GROUNDS, NotificationPolicy
@@ -88,10 +89,11 @@ async def list_admissions(
 
 @router.get("/schools/{urn}/admissions/{admission_id}", tags=["roll"], summary="One admission, with its audit trail")
 async def get_admission(
-    urn: UrnPath, admission_id: int, session: Session, principal: CurrentPrincipal
+    urn: UrnPath, admission_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
 ) -> dict[str, Any]:
     await _school(session, principal, urn)
     entry = await service.get_admission(session, urn, admission_id)
+    reads.record_each([entry])
     return {
         **(await service.admission_out(session, entry)).model_dump(),
         "amendments": await service.amendments(session, "admission", entry.id),
@@ -135,9 +137,12 @@ async def post_deletion(
 
 
 @router.get("/schools/{urn}/deletions/{deletion_id}", tags=["roll"], summary="One deletion, with its audit trail")
-async def get_deletion(urn: UrnPath, deletion_id: int, session: Session, principal: CurrentPrincipal) -> dict[str, Any]:
+async def get_deletion(
+    urn: UrnPath, deletion_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+) -> dict[str, Any]:
     await _school(session, principal, urn)
     deletion = await service.get_deletion(session, urn, deletion_id)
+    reads.record_each([deletion])
     return {
         **(await service.deletion_out(session, deletion, principal)).model_dump(),
         "amendments": await service.amendments(session, "deletion", deletion.id),
@@ -164,10 +169,14 @@ async def deletion_grounds(principal: CurrentPrincipal) -> list[schemas.Deletion
     tags=["roll"],
     summary="Who joined and who left, to where: one pupil's roll history across the LA",
 )
-async def pupil_roll(upn: UpnPath, session: Session, principal: CurrentPrincipal) -> schemas.RollHistory:
+async def pupil_roll(
+    upn: UpnPath, session: Session, principal: CurrentPrincipal, reads: RecordReads
+) -> schemas.RollHistory:
     valid_upn(upn)
     principal.require_role(Role.LA_OFFICER, Role.LA_SYSTEM, Role.OPS)
-    return await service.roll_history(session, principal.la_code, upn, principal)
+    history = await service.roll_history(session, principal.la_code, upn, principal)
+    reads.record_each([*history.admissions, *history.deletions])
+    return history
 
 
 # ---------------------------------------------------------------- notifications
@@ -291,17 +300,27 @@ async def report_case(
     summary="The LA's CME register: children who may be missing education, newest first",
 )
 async def cme_register(
-    session: Session, principal: CurrentPrincipal, filters: Annotated[schemas.CaseFilters, Query()]
+    session: Session,
+    principal: CurrentPrincipal,
+    reads: RecordReads,
+    filters: Annotated[schemas.CaseFilters, Query()],
 ) -> schemas.CasePage:
     if filters.urn is not None and principal.role is Role.SCHOOL:
         principal.require_school(filters.urn, None)
     principal.la_filter(filters.la_code)
-    return await service.search_cases(session, filters, principal)
+    page = await service.search_cases(session, filters, principal)
+    if filters.upn is not None:  # a look-up of one pupil
+        reads.record_each(page.items)
+    return page
 
 
 @router.get("/cme/cases/{case_id}", tags=["cme"], summary="A CME case with its enquiries and log")
-async def get_case(case_id: int, session: Session, principal: CurrentPrincipal) -> schemas.CaseDetail:
-    return await service.case_detail(session, await _case(session, principal, case_id))
+async def get_case(
+    case_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+) -> schemas.CaseDetail:
+    case = await _case(session, principal, case_id)
+    reads.record_each([case])
+    return await service.case_detail(session, case)
 
 
 @router.post(

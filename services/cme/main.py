@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.cme.api import router
 from services.cme.consumers import clock_scanner, stream_consumer
-from services.cme.models import SCHEMA
+from services.cme.models import SCHEMA, RecordRead
 from services.cme.settings import CmeSettings
 from shared.app import Runtime, create_app
 from shared.events import CME_TOPIC, ROLL_TOPIC
@@ -43,6 +43,7 @@ def build_app(settings: CmeSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         routers=[router],
         workers=workers,
+        record_reads=RecordRead,
         openapi_tags=[
             {"name": "roll", "description": "Admissions and deletions: the admission register"},
             {"name": "notifications", "description": "Returns against their deadlines, per school and LA"},

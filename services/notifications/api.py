@@ -11,6 +11,7 @@ from services.notifications import schemas, service
 from services.notifications.letters import LETTER_KINDS, TEMPLATES
 from services.notifications.settings import NotificationsSettings
 from shared.asyncapi import asyncapi_document
+from shared.audit import RecordReads
 from shared.auth import CurrentPrincipal, Role
 from shared.db import Session
 from shared.errors import Conflict, NotFound, Problem
@@ -163,8 +164,12 @@ async def letters(
 
 
 @router.get("/letters/{letter_id}", tags=["letters"], summary="A letter's state")
-async def letter(letter_id: int, session: Session, principal: CurrentPrincipal) -> schemas.LetterOut:
-    return schemas.LetterOut.model_validate(await service.get_letter(session, letter_id, principal))
+async def letter(
+    letter_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+) -> schemas.LetterOut:
+    row = await service.get_letter(session, letter_id, principal)
+    reads.record_each([row])
+    return schemas.LetterOut.model_validate(row)
 
 
 @router.get(
@@ -177,11 +182,13 @@ async def letter_document(
     letter_id: int,
     session: Session,
     principal: CurrentPrincipal,
+    reads: RecordReads,
     format: Annotated[str, Query(pattern="^(pdf|html)$")] = "pdf",
 ) -> Response:
     row = await service.get_letter(session, letter_id, principal)
     if row.html is None or row.pdf is None:
         raise Conflict("letter-not-ready", f"Letter {letter_id} is {row.status}: not rendered yet.")
+    reads.record_each([row])
     if format == "html":
         return Response(row.html, media_type="text/html; charset=utf-8")
     return Response(

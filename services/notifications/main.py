@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.notifications.api import router
 from services.notifications.consumers import digest_scheduler, dispatcher, events_consumer, letter_renderer
+from services.notifications.models import RecordRead
 from services.notifications.settings import NotificationsSettings
 from shared.app import Runtime, create_app
 
@@ -43,6 +44,7 @@ def build_app(settings: NotificationsSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         routers=[router],
         workers=workers,
+        record_reads=RecordRead,
         openapi_tags=[
             {"name": "subscriptions", "description": "Webhook endpoints and officers' email, by event type"},
             {"name": "deliveries", "description": "The ledger: every delivery and attempt; redelivery"},

@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Boolean, Date, DateTime, ForeignKey, Index, I
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.audit import RecordReadColumns
 from shared.db import make_base
 
 SCHEMA = "notifications"
@@ -31,8 +32,9 @@ class Subscription(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     digest: Mapped[bool] = mapped_column(Boolean, default=False)  # email: a daily worklist digest too
     last_digest_on: Mapped[date | None] = mapped_column(Date)
-    # Signing needs the secret itself (HMAC), so it is stored, never shown again after creation or
-    # rotation. A rotated-out secret keeps signing until `previous_secret_expires_at`.
+    # Signing needs the secret itself (HMAC), so it is stored, encrypted under SECRETS_KEY
+    # (shared.encryption), and never shown again after creation or rotation. A rotated-out secret
+    # keeps signing until `previous_secret_expires_at`.
     secret: Mapped[str | None] = mapped_column(Text)
     previous_secret: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -137,3 +139,7 @@ class Letter(Base):
     posted_on: Mapped[date | None] = mapped_column(Date)
     sent_by: Mapped[str | None] = mapped_column(Text)
     case_action_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class RecordRead(RecordReadColumns, Base):
+    """Who read which pupil's record through this service (shared.audit)."""

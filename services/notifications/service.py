@@ -26,6 +26,7 @@ import aiosmtplib
 import httpx
 import orjson
 import structlog
+from cryptography.fernet import InvalidToken
 from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,6 +36,7 @@ from services.notifications.models import SCHEMA, Attempt, Delivery, Letter, Let
 from services.notifications.settings import NotificationsSettings
 from shared.auth import Principal, Role, issue_token
 from shared.db import newest_first, raw_connection
+from shared.encryption import SecretBox, secret_box
 from shared.errors import Conflict, NotFound, Problem, Unprocessable
 from shared.events import CloudEvent
 from shared.time import LONDON, school_today
@@ -83,14 +85,17 @@ async def create_subscription(
         urns=body.urns,
         description=body.description,
         digest=body.digest,
-        secret=new_secret() if body.channel == "webhook" else None,
         created_at=_now(),
         created_by=principal.subject,
     )
+    secret = None
+    if body.channel == "webhook":
+        secret = new_secret()
+        subscription.secret = secret_box(settings.secrets_key).encrypt(secret)
     session.add(subscription)
     await session.flush()
     return schemas.SubscriptionCreated(
-        **schemas.SubscriptionOut.model_validate(subscription).model_dump(), secret=subscription.secret
+        **schemas.SubscriptionOut.model_validate(subscription).model_dump(), secret=secret
     )
 
 
@@ -148,21 +153,35 @@ async def rotate_secret(
     if subscription.channel != "webhook":
         raise Conflict("no-secret", "Only webhook subscriptions have a signing secret.")
     keep = settings.previous_secret_seconds if body.previous_valid_seconds is None else body.previous_valid_seconds
+    secret = new_secret()
     subscription.previous_secret = subscription.secret
     subscription.previous_secret_expires_at = _now() + timedelta(seconds=keep)
-    subscription.secret = new_secret()
+    subscription.secret = secret_box(settings.secrets_key).encrypt(secret)
     await session.flush()
     return schemas.SubscriptionCreated(
-        **schemas.SubscriptionOut.model_validate(subscription).model_dump(), secret=subscription.secret
+        **schemas.SubscriptionOut.model_validate(subscription).model_dump(), secret=secret
     )
 
 
-def signing_secrets(subscription: Subscription, now: datetime) -> list[str]:
-    secrets = [subscription.secret] if subscription.secret else []
+def signing_secrets(subscription: Subscription, now: datetime, box: SecretBox) -> list[str]:
+    stored = [subscription.secret] if subscription.secret else []
     expires = subscription.previous_secret_expires_at
     if subscription.previous_secret and expires is not None and expires > now:
-        secrets.append(subscription.previous_secret)
-    return secrets
+        stored.append(subscription.previous_secret)
+    return [box.decrypt(secret) for secret in stored]
+
+
+async def reencrypt_secrets(session: AsyncSession, box: SecretBox) -> int:
+    """Every stored signing secret under the newest key (the second step of a key rotation)."""
+    subscriptions = (
+        await session.scalars(select(Subscription).where(Subscription.secret.is_not(None)).with_for_update())
+    ).all()
+    for subscription in subscriptions:
+        subscription.secret = box.reencrypt(subscription.secret)  # type: ignore[arg-type]
+        if subscription.previous_secret:
+            subscription.previous_secret = box.reencrypt(subscription.previous_secret)
+    await session.flush()
+    return len(subscriptions)
 
 
 # ---------------------------------------------------------------- the consumer
@@ -359,11 +378,14 @@ class Dispatcher:
                     error = f"HTTP {status_code}"
         except (httpx.HTTPError, aiosmtplib.SMTPException, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
+        except InvalidToken:
+            error = "The signing secret does not decrypt with SECRETS_KEY (was its key dropped too early?)"
         duration_ms = int((time.perf_counter() - started) * 1000)
         self.outcomes.append(Outcome(delivery, subscription.channel, _now(), duration_ms, status_code, error))
 
     async def _post(self, subscription: Subscription, delivery: Leased) -> int:
-        headers = signed_headers(signing_secrets(subscription, _now()), delivery.event_id, delivery.payload)
+        box = secret_box(self.settings.secrets_key)
+        headers = signed_headers(signing_secrets(subscription, _now(), box), delivery.event_id, delivery.payload)
         headers["content-type"] = "application/json"
         headers["user-agent"] = "attendance-platform-webhooks/1"
         response = await self.http.post(subscription.url or "", content=delivery.payload.encode(), headers=headers)

@@ -11,6 +11,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from services.registers import schemas, service
 from services.registers.settings import RegistersSettings
 from shared import idempotency
+from shared.audit import RecordReads
 from shared.auth import CurrentPrincipal, Principal, Role, issue_token
 from shared.db import Session
 from shared.domain.calendar import academic_year, academic_year_bounds
@@ -114,16 +115,18 @@ async def pupil_marks(
     upn: UpnPath,
     session: Session,
     principal: CurrentPrincipal,
+    reads: RecordReads,
     from_date: Annotated[date | None, Query(alias="from")] = None,
     to_date: Annotated[date | None, Query(alias="to")] = None,
 ) -> schemas.PupilMarks:
-    await _school_for(session, principal, urn)
+    school = await _school_for(session, principal, urn)
     valid_upn(upn)
     today = school_today()
     start = from_date or academic_year_bounds(academic_year(today))[0]
     end = to_date or today
     if start > end:
         raise Unprocessable("invalid-period", f"from ({start}) is after to ({end})")
+    reads.record(upn, urn, school.la_code)
     return await service.pupil_marks(session, urn, upn, start, end)
 
 
@@ -217,8 +220,12 @@ _basic = HTTPBasic(auto_error=False)
     summary="Exchange client credentials for a bearer token",
     description=(
         "OAuth 2.0 client-credentials grant: form fields `grant_type=client_credentials`, `client_id` "
-        "and `client_secret` (or HTTP Basic). Clients are created with `attendance client create`."
+        "and `client_secret` (or HTTP Basic). Clients are created with `attendance client create`. After "
+        "`TOKEN_FAILURE_LIMIT` refused requests (default 10) within `TOKEN_FAILURE_WINDOW_SECONDS` (default 60) "
+        "for one client id, or from one address, its requests get 429 with `Retry-After` until the oldest "
+        "refusal leaves the window."
     ),
+    responses={429: {"description": "Too many refused requests", "content": {"application/problem+json": {}}}},
 )
 async def token(
     request: Request,
@@ -234,8 +241,15 @@ async def token(
         client_id, client_secret = basic.username, basic.password
     if not client_id or not client_secret:
         raise Problem(400, "invalid-request", "Missing client credentials", "Send client_id and client_secret.")
-    client = await service.authenticate_client(session, client_id, client_secret)
     settings = _settings(request)
+    # Behind a proxy this is the client's address when the proxy is trusted (FORWARDED_ALLOW_IPS).
+    address = request.client.host if request.client else "unknown"
+    await service.throttle_token_requests(session, settings, client_id, address)
+    try:
+        client = await service.authenticate_client(session, client_id, client_secret)
+    except service.InvalidClient:
+        await service.record_token_failure(request.app.state.sessionmaker, settings, client_id, address)
+        raise
     access_token = issue_token(
         settings,
         subject=client.client_id,

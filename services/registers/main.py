@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.registers.api import router
-from services.registers.models import SCHEMA
+from services.registers.models import SCHEMA, RecordRead
 from services.registers.settings import RegistersSettings
 from shared.app import Runtime, create_app
 from shared.events import MARKS_TOPIC, REGISTERS_TOPIC
@@ -33,6 +33,7 @@ def build_app(settings: RegistersSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         routers=[router],
         workers=workers,
+        record_reads=RecordRead,
         openapi_tags=[
             {"name": "registers", "description": "Session registers, marks, amendments, change feed"},
             {"name": "codes", "description": "The DfE attendance code table"},

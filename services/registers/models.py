@@ -9,6 +9,7 @@ from sqlalchemy import BigInteger, Boolean, Date, DateTime, Index, Integer, Stri
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.audit import RecordReadColumns
 from shared.db import make_base
 
 SCHEMA = "registers"
@@ -131,3 +132,24 @@ class ApiClient(Base):
     secret_hash: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TokenFailure(Base):
+    """A refused client-credentials exchange. Counted per client id and per source address to slow
+    down secret guessing; kept here, not in memory, so every replica counts the same attempts."""
+
+    __tablename__ = "token_failures"
+    __table_args__ = (
+        Index("ix_token_failures_client", "client_id", "at"),
+        Index("ix_token_failures_address", "address", "at"),
+        Index("ix_token_failures_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    client_id: Mapped[str] = mapped_column(Text)
+    address: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RecordRead(RecordReadColumns, Base):
+    """Who read which pupil's record through this service (shared.audit)."""

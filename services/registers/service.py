@@ -8,19 +8,20 @@ upsert of the changed marks and one outbox row, whatever the register's size.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, func, select, union_all
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.registers import schemas
-from services.registers.models import SCHEMA, ApiClient, MarkAmendment, RetentionPurge, School
+from services.registers.models import SCHEMA, ApiClient, MarkAmendment, RetentionPurge, School, TokenFailure
 from services.registers.settings import RegistersSettings
 from shared import outbox
 from shared.auth import Principal, Role, hash_secret, validate_binding, verify_secret
@@ -36,7 +37,7 @@ from shared.domain.codes import (
     session_code_mismatch,
 )
 from shared.domain.upn import upn_error
-from shared.errors import Conflict, NotFound, Problem, Unprocessable
+from shared.errors import Conflict, NotFound, Problem, TooManyRequests, Unprocessable
 from shared.events import (
     MARKS_TOPIC,
     REGISTERS_TOPIC,
@@ -732,14 +733,59 @@ async def revoke_client(session: AsyncSession, client_id: str) -> ApiClient:
     return client
 
 
-async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> ApiClient:
-    client = await session.get(ApiClient, client_id)
-    # The same answer for an unknown client, a wrong secret and a revoked client.
-    if client is None or client.revoked_at is not None or not verify_secret(client.secret_hash, secret):
-        raise Problem(
+class InvalidClient(Problem):
+    def __init__(self) -> None:
+        # The same answer for an unknown client, a wrong secret and a revoked client.
+        super().__init__(
             401, "invalid-client", "Invalid client credentials", "Unknown client, wrong secret or revoked client."
         )
+
+
+async def authenticate_client(session: AsyncSession, client_id: str, secret: str) -> ApiClient:
+    client = await session.get(ApiClient, client_id)
+    if client is None or client.revoked_at is not None or not verify_secret(client.secret_hash, secret):
+        raise InvalidClient()
     return client
+
+
+async def throttle_token_requests(
+    session: AsyncSession, settings: RegistersSettings, client_id: str, address: str
+) -> None:
+    """429 while the client id or the source address has `token_failure_limit` refused requests
+    within the window, until the oldest of them leaves it (even with the right secret: guessing
+    must not go on at full speed)."""
+    window = timedelta(seconds=settings.token_failure_window_seconds)
+
+    def limit_reached(column: Any, value: str) -> Any:
+        # The limit-th newest failure in the window, if there are that many.
+        return (
+            select(TokenFailure.at)
+            .where(column == value, TokenFailure.at > func.now() - window)
+            .order_by(TokenFailure.at.desc())
+            .offset(settings.token_failure_limit - 1)
+            .limit(1)
+        )
+
+    full = union_all(
+        limit_reached(TokenFailure.client_id, client_id), limit_reached(TokenFailure.address, address)
+    ).subquery()
+    wait = await session.scalar(select(func.max(full.c.at) + window - func.now()))
+    if wait is not None:
+        raise TooManyRequests(
+            "Too many failed token requests for this client or from this address; try again later.",
+            retry_after=max(1, math.ceil(wait.total_seconds())),
+        )
+
+
+async def record_token_failure(
+    sessionmaker: async_sessionmaker[AsyncSession], settings: RegistersSettings, client_id: str, address: str
+) -> None:
+    """Count a refused request, in its own transaction (the request's is rolled back with the
+    refusal), and drop failures that have left the window."""
+    async with sessionmaker() as session, session.begin():
+        session.add(TokenFailure(client_id=client_id, address=address))
+        window = timedelta(seconds=settings.token_failure_window_seconds)
+        await session.execute(delete(TokenFailure).where(TokenFailure.at < func.now() - window))
 
 
 # ---------------------------------------------------------------- retention

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from services.thresholds import schemas, service
 from services.thresholds.settings import ThresholdsSettings
+from shared.audit import RecordReads
 from shared.auth import CurrentPrincipal, Principal, Role
 from shared.db import Session
 from shared.domain.calendar import academic_year as current_academic_year
@@ -24,12 +25,13 @@ def _settings(request: Request) -> ThresholdsSettings:
     return request.app.state.settings
 
 
-async def _reach_school(session, principal: Principal, urn: str) -> None:
-    """A school credential learns nothing about other schools: 403 whether or not the URN exists."""
-    if principal.role is Role.SCHOOL:
-        principal.require_school(urn, None)
-        return
-    principal.require_school(urn, await service.school_la_code(session, urn))
+async def _reach_school(session, principal: Principal, urn: str) -> str:
+    """The school's LA code, if this credential reaches the school. A school credential learns
+    nothing about other schools: 403 whether or not the URN exists."""
+    principal.precheck_school(urn)
+    la_code = await service.school_la_code(session, urn)
+    principal.require_school(urn, la_code)
+    return la_code
 
 
 @router.get(
@@ -47,6 +49,7 @@ async def pupil_attendance(
     upn: UpnPath,
     session: Session,
     principal: CurrentPrincipal,
+    reads: RecordReads,
     from_: Annotated[date | None, Query(alias="from", description="First day of the period")] = None,
     to: Annotated[date | None, Query(description="Last day of the period")] = None,
     as_of: Annotated[
@@ -54,7 +57,7 @@ async def pupil_attendance(
     ] = None,
 ) -> schemas.Attendance:
     valid_upn(upn)
-    await _reach_school(session, principal, urn)
+    reads.record(upn, urn, await _reach_school(session, principal, urn))
     return await service.pupil_attendance(session, urn, upn, school_today(), from_, to, as_of)
 
 
@@ -65,20 +68,29 @@ async def pupil_attendance(
     description="Filter by LA, school, pupil, rule and status; a school sees its own, an LA its schools'.",
 )
 async def list_alerts(
-    session: Session, principal: CurrentPrincipal, filters: Annotated[schemas.AlertFilters, Query()]
+    session: Session,
+    principal: CurrentPrincipal,
+    reads: RecordReads,
+    filters: Annotated[schemas.AlertFilters, Query()],
 ) -> schemas.AlertPage:
     if filters.la_code is not None and principal.role in (Role.LA_OFFICER, Role.LA_SYSTEM):
         principal.require_la(filters.la_code, Role.LA_OFFICER, Role.LA_SYSTEM)
     if filters.urn is not None and principal.role is Role.SCHOOL:
         principal.require_school(filters.urn, None)
-    return await service.list_alerts(session, filters, principal)
+    page = await service.list_alerts(session, filters, principal)
+    if filters.upn is not None:  # a look-up of one pupil
+        reads.record_each(page.items)
+    return page
 
 
 @router.get("/alerts/{alert_id}", tags=["alerts"], summary="One alert with its evidence")
-async def get_alert(alert_id: int, session: Session, principal: CurrentPrincipal) -> schemas.AlertOut:
+async def get_alert(
+    alert_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+) -> schemas.AlertOut:
     alert = await service.get_alert(session, alert_id)
     if not principal.can_access_school(alert.urn, alert.la_code):
         raise NotFound("alert", f"No alert {alert_id}.")  # do not reveal other schools' alerts
+    reads.record_each([alert])
     return service.alert_out(alert)
 
 

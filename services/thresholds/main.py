@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.thresholds.api import router
 from services.thresholds.consumers import marks_consumer
-from services.thresholds.models import SCHEMA
+from services.thresholds.models import SCHEMA, RecordRead
 from services.thresholds.settings import ThresholdsSettings
 from shared.app import Runtime, create_app
 from shared.events import ALERTS_TOPIC
@@ -36,6 +36,7 @@ def build_app(settings: ThresholdsSettings | None = None) -> FastAPI:
         description=DESCRIPTION,
         routers=[router],
         workers=workers,
+        record_reads=RecordRead,
         openapi_tags=[
             {"name": "attendance", "description": "Pupils' figures for any period, and as known at any instant"},
             {"name": "alerts", "description": "Threshold crossings with their evidence"},

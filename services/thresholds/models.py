@@ -13,6 +13,7 @@ from sqlalchemy import BigInteger, Boolean, Date, DateTime, Index, Integer, Stri
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shared.audit import RecordReadColumns
 from shared.db import make_base
 
 SCHEMA = "thresholds"
@@ -106,3 +107,7 @@ class Alert(Base):
     raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     clear_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class RecordRead(RecordReadColumns, Base):
+    """Who read which pupil's record through this service (shared.audit)."""
