@@ -66,6 +66,7 @@ class ConsumerRunner:
         sessionmaker: async_sessionmaker[AsyncSession],
         bootstrap: str,
         partitions: int,
+        replication_factor: int = 1,
         batch_size: int = 2000,
         batch_timeout_ms: int = 50,
     ) -> None:
@@ -76,6 +77,7 @@ class ConsumerRunner:
         self.sessionmaker = sessionmaker
         self.bootstrap = bootstrap
         self.partitions = partitions
+        self.replication_factor = replication_factor
         self.batch_size = batch_size
         self.batch_timeout_ms = batch_timeout_ms
 
@@ -93,6 +95,7 @@ class ConsumerRunner:
             sessionmaker=runtime.sessionmaker,
             bootstrap=settings.kafka_bootstrap_servers,
             partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
             batch_size=settings.consumer_batch_size,
             batch_timeout_ms=settings.consumer_batch_timeout_ms,
         )
@@ -113,7 +116,7 @@ class ConsumerRunner:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         dlq_topics = [dead_letter_topic(t) for t in self.topics]
-        await ensure_topics(self.bootstrap, self.topics + dlq_topics, self.partitions)
+        await ensure_topics(self.bootstrap, self.topics + dlq_topics, self.partitions, self.replication_factor)
         consumer = AIOKafkaConsumer(
             *self.topics,
             bootstrap_servers=self.bootstrap,
