@@ -26,7 +26,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -118,13 +118,13 @@ class ConsumerRunner:
         dlq_topics = [dead_letter_topic(t) for t in self.topics]
         await ensure_topics(self.bootstrap, self.topics + dlq_topics, self.partitions, self.replication_factor)
         consumer = AIOKafkaConsumer(
-            *self.topics,
             bootstrap_servers=self.bootstrap,
             group_id=self.name,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
         )
+        consumer.subscribe(self.topics, listener=_LagOfAssignedPartitions(self.name))
         broker_lost = watch_connections(consumer)
         producer = make_producer(self.bootstrap)
         await consumer.start()
@@ -142,6 +142,7 @@ class ConsumerRunner:
                 await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()}, broker_lost)
                 await self._report_lag(consumer, batch)
         finally:
+            _forget_lag(self.name, consumer.assignment())
             with contextlib.suppress(Exception):
                 await producer.stop()
             await _stop_consumer(consumer)
@@ -247,6 +248,27 @@ class ConsumerRunner:
             if highwater is not None:
                 lag = max(highwater - (records[-1].offset + 1), 0)
                 CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(lag)
+
+
+class _LagOfAssignedPartitions(ConsumerRebalanceListener):
+    """Keeps a replica's lag gauge to the partitions it consumes. The gauge is set after each
+    batch; a partition that moves to another replica must stop being reported here, or the lag
+    summed over replicas (what the autoscaler scales on) would count it twice, stale."""
+
+    def __init__(self, consumer_name: str) -> None:
+        self.consumer_name = consumer_name
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        _forget_lag(self.consumer_name, revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass  # reported after the first batch from each
+
+
+def _forget_lag(consumer_name: str, partitions: set[TopicPartition]) -> None:
+    for tp in partitions:
+        with contextlib.suppress(KeyError):  # never reported: no batch came from it
+            CONSUMER_LAG.remove(consumer_name, tp.topic, str(tp.partition))
 
 
 async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:
