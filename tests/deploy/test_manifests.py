@@ -471,10 +471,13 @@ def _container(docs: Docs, service: str) -> dict[str, Any]:
     return find(docs, "Deployment", service)["spec"]["template"]["spec"]["containers"][0]
 
 
-def _drop_env(name: str) -> Callable[[Docs], None]:
+def _replace_env(name: str, *replacement: dict[str, Any]) -> Callable[[Docs], None]:
+    """Replace (or with no replacement, drop) the notifications container's variable `name`."""
+
     def mutate(docs: Docs) -> None:
         container = _container(docs, "notifications")
-        container["env"] = [e for e in container["env"] if e["name"] != name]
+        [index] = [i for i, e in enumerate(container["env"]) if e["name"] == name]
+        container["env"][index : index + 1] = replacement
 
     return mutate
 
@@ -507,10 +510,10 @@ BREAKAGES: dict[str, tuple[Callable[[Docs], None], str]] = {
     "running as root": (_set("spec.template.spec.securityContext.runAsUser", 0), "runAsUser"),
     "no memory limit": (_set(f"{CONTAINER}.resources.limits", {"cpu": "2"}), "no limits memory"),
     "memory limit below the target": (_set(f"{CONTAINER}.resources.limits.memory", "256Mi"), "memory limit"),
-    "no JWT_SECRET": (_drop_env("JWT_SECRET"), "JWT_SECRET is not provided"),
-    "no public URL": (_drop_env("PUBLIC_URL"), "PUBLIC_URL is not provided"),
+    "no JWT_SECRET": (_replace_env("JWT_SECRET"), "JWT_SECRET is not provided"),
+    "no public URL": (_replace_env("PUBLIC_URL"), "PUBLIC_URL is not provided"),
     "SMTP password as a value": (
-        _set(f"{CONTAINER}.env.3", {"name": "SMTP_PASSWORD", "value": "hunter2"}, name="notifications"),
+        _replace_env("SMTP_PASSWORD", {"name": "SMTP_PASSWORD", "value": "hunter2"}),
         "SMTP_PASSWORD must come from the Secret",
     ),
     "misspelt env name": (
