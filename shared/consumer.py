@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -31,6 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.dead_letters import dead_letter_headers
 from shared.events import CloudEvent, dead_letter_topic, parse_event
 from shared.kafka import BrokerConnectionLost, ensure_topics, make_producer, watch_connections
 from shared.observability import CONSUMED, CONSUMER_LAG
@@ -220,16 +220,11 @@ class ConsumerRunner:
     async def _dead_letter(
         self, producer, record: ConsumerRecord, exc: BaseException, event_id: uuid.UUID | None = None
     ) -> None:
-        headers = [
-            ("dlq.error", repr(exc)[:1000].encode()),
-            ("dlq.trace", "".join(traceback.format_exception_only(exc))[:2000].encode()),
-            ("dlq.source.topic", record.topic.encode()),
-            ("dlq.source.partition", str(record.partition).encode()),
-            ("dlq.source.offset", str(record.offset).encode()),
-            ("dlq.consumer", self.name.encode()),
-        ]
         await producer.send_and_wait(
-            dead_letter_topic(record.topic), value=record.value, key=record.key, headers=headers
+            dead_letter_topic(record.topic),
+            value=record.value,
+            key=record.key,
+            headers=dead_letter_headers(record, exc, self.name),
         )
         CONSUMED.labels(self.name, record.topic, "dead_lettered").inc()
         log.error(
