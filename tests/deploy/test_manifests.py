@@ -154,7 +154,8 @@ def configmap_data(docs: Docs) -> dict[str, str]:
 
 
 def provided_env(docs: Docs, container: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Variable name -> where its value comes from ({"configMap": key}, {"secret": key} or {"value": v})."""
+    """Variable name -> where its value comes from: {"configMap": key}, {"secret": key, "secret_name": name}
+    or {"value": v}."""
     env: dict[str, dict[str, Any]] = {}
     for source in container.get("envFrom", []):
         config = find(docs, "ConfigMap", source["configMapRef"]["name"]) or {}
