@@ -533,15 +533,14 @@ def notifications_asyncapi(
 DeadLetterTopic = Annotated[str, typer.Argument(help="The source topic, e.g. attendance.marks.v1 (or its .dlq)")]
 
 
-def _on_broker(fn: Callable[[str, str], Awaitable[T]], topic: str) -> T:
-    """Run `fn(bootstrap, source topic)` against the platform's broker."""
+def _on_broker(fn: Callable[[str, str], Awaitable[T]], source: str) -> T:
+    """Run `fn(bootstrap, source)` against the platform's broker."""
     from aiokafka.errors import KafkaError
 
     from shared.dead_letters import NoDeadLetterTopic
     from shared.settings import PlatformSettings
 
     bootstrap = PlatformSettings().kafka_bootstrap_servers
-    source = topic.removesuffix(".dlq")
     try:
         return asyncio.run(fn(bootstrap, source))
     except NoDeadLetterTopic as exc:
@@ -557,11 +556,10 @@ def dlq_list(topic: DeadLetterTopic) -> None:
     from shared.dead_letters import list_dead_letters
     from shared.events import dead_letter_topic
 
-    letters = _on_broker(list_dead_letters, topic)
+    source = topic.removesuffix(".dlq")
+    letters = _on_broker(list_dead_letters, source)
     waiting = sum(not letter.replayed for letter in letters)
-    typer.echo(
-        f"{dead_letter_topic(topic.removesuffix('.dlq'))}: {len(letters)} dead letter(s), {waiting} not replayed"
-    )
+    typer.echo(f"{dead_letter_topic(source)}: {len(letters)} dead letter(s), {waiting} not replayed")
     for letter in letters:
         error = " ".join(letter.error.split())[:300]  # one line
         typer.echo(
@@ -577,8 +575,8 @@ def dlq_replay(topic: DeadLetterTopic) -> None:
     Consumers that applied an event before skip it; fix what made it fail first."""
     from shared.dead_letters import replay_dead_letters
 
-    count = _on_broker(replay_dead_letters, topic)
     source = topic.removesuffix(".dlq")
+    count = _on_broker(replay_dead_letters, source)
     typer.echo(f"replayed {count} dead letter(s) to {source}" if count else f"nothing to replay for {source}")
 
 
