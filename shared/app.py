@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.audit import audit_router
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import PROBLEM_MEDIA_TYPE, install_problem_handlers
-from shared.observability import RequestContextMiddleware, configure_logging
+from shared.observability import PERIODIC_LAST_SUCCESS, RequestContextMiddleware, configure_logging
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -41,6 +41,26 @@ class Runtime:
 
 
 WorkerFactory = Callable[[Runtime], Sequence[Worker]]
+
+
+def periodic(name: str, seconds: float, work: Callable[[], Awaitable[None]]) -> Worker:
+    """A worker that runs `work` every `seconds` until stopped. A failed round (the database away,
+    say) is logged and the next one runs on time: the worker never dies with it. Each completed
+    round sets `periodic_last_success_timestamp_seconds{worker=name}`, so a worker gone quiet shows."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await work()
+            except Exception:
+                log.exception("periodic_round_failed", worker=name)
+            else:
+                PERIODIC_LAST_SUCCESS.labels(name).set_to_current_time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
+    return run
+
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {PROBLEM_MEDIA_TYPE: {}}}

@@ -37,6 +37,8 @@ app.add_typer(thresholds_app, name="thresholds")
 app.add_typer(casework_app, name="casework")
 notifications_app = typer.Typer(help="Event documentation and delivery.", no_args_is_help=True)
 app.add_typer(notifications_app, name="notifications")
+dlq_app = typer.Typer(help="Dead letters: messages a consumer could not apply.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
 
 T = TypeVar("T")
 
@@ -551,6 +553,58 @@ def notifications_reencrypt_secrets() -> None:
     except OSError as exc:
         raise _fail(f"Cannot reach the platform database ({exc}). Is `make run` running?") from exc
     typer.echo(f"re-encrypted the signing secrets of {count} subscriptions")
+
+
+# ---------------------------------------------------------------- dead letters
+
+DeadLetterTopic = Annotated[str, typer.Argument(help="The source topic, e.g. attendance.marks.v1 (or its .dlq)")]
+
+
+def _on_broker(fn: Callable[[str, str], Awaitable[T]], source: str) -> T:
+    """Run `fn(bootstrap, source)` against the platform's broker."""
+    from aiokafka.errors import KafkaError
+
+    from shared.dead_letters import NoDeadLetterTopic
+    from shared.settings import PlatformSettings
+
+    bootstrap = PlatformSettings().kafka_bootstrap_servers
+    try:
+        return asyncio.run(fn(bootstrap, source))
+    except NoDeadLetterTopic as exc:
+        raise _fail(f"No topic {exc} on the broker: no consumer of {source} has run yet") from exc
+    except (KafkaError, OSError) as exc:
+        raise _fail(f"Cannot reach the broker at {bootstrap} ({exc!r}). Is `make run` running?") from exc
+
+
+@dlq_app.command("list")
+def dlq_list(topic: DeadLetterTopic) -> None:
+    """List a topic's dead letters (never their content): where each failed, which consumer, the
+    event, whether it was replayed, and the error."""
+    from shared.dead_letters import list_dead_letters
+    from shared.events import dead_letter_topic
+
+    source = topic.removesuffix(".dlq")
+    letters = _on_broker(list_dead_letters, source)
+    waiting = sum(not letter.replayed for letter in letters)
+    typer.echo(f"{dead_letter_topic(source)}: {len(letters)} dead letter(s), {waiting} not replayed")
+    for letter in letters:
+        error = " ".join(letter.error.split())[:300]  # one line
+        typer.echo(
+            f"{letter.partition}:{letter.offset}  from {letter.source}  consumer {letter.consumer}"
+            f"  event {letter.event_id or '-'} {letter.event_type or '(not a CloudEvent)'}"
+            f"  {'replayed' if letter.replayed else 'not replayed'}  {error}"
+        )
+
+
+@dlq_app.command("replay")
+def dlq_replay(topic: DeadLetterTopic) -> None:
+    """Publish the dead letters not replayed before back to their topic (same key and value).
+    Consumers that applied an event before skip it; fix what made it fail first."""
+    from shared.dead_letters import replay_dead_letters
+
+    source = topic.removesuffix(".dlq")
+    count = _on_broker(replay_dead_letters, source)
+    typer.echo(f"replayed {count} dead letter(s) to {source}" if count else f"nothing to replay for {source}")
 
 
 def main() -> None:

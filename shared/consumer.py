@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.dead_letters import dead_letter_headers
 from shared.events import CloudEvent, dead_letter_topic, parse_event
 from shared.kafka import BrokerConnectionLost, ensure_topics, make_producer, watch_connections
 from shared.observability import CONSUMED, CONSUMER_LAG
@@ -67,6 +67,7 @@ class ConsumerRunner:
         sessionmaker: async_sessionmaker[AsyncSession],
         bootstrap: str,
         partitions: int,
+        replication_factor: int = 1,
         batch_size: int = 2000,
         batch_timeout_ms: int = 50,
         record_applied: bool = True,
@@ -78,6 +79,7 @@ class ConsumerRunner:
         self.sessionmaker = sessionmaker
         self.bootstrap = bootstrap
         self.partitions = partitions
+        self.replication_factor = replication_factor
         self.batch_size = batch_size
         self.batch_timeout_ms = batch_timeout_ms
         self.record_applied = record_applied
@@ -103,6 +105,7 @@ class ConsumerRunner:
             sessionmaker=runtime.sessionmaker,
             bootstrap=settings.kafka_bootstrap_servers,
             partitions=settings.kafka_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
             batch_size=settings.consumer_batch_size,
             batch_timeout_ms=settings.consumer_batch_timeout_ms,
             record_applied=record_applied,
@@ -124,15 +127,15 @@ class ConsumerRunner:
 
     async def _consume(self, stop: asyncio.Event) -> None:
         dlq_topics = [dead_letter_topic(t) for t in self.topics]
-        await ensure_topics(self.bootstrap, self.topics + dlq_topics, self.partitions)
+        await ensure_topics(self.bootstrap, self.topics + dlq_topics, self.partitions, self.replication_factor)
         consumer = AIOKafkaConsumer(
-            *self.topics,
             bootstrap_servers=self.bootstrap,
             group_id=self.name,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
         )
+        consumer.subscribe(self.topics, listener=_LagOfAssignedPartitions(self.name))
         broker_lost = watch_connections(consumer)
         producer = make_producer(self.bootstrap)
         await consumer.start()
@@ -150,6 +153,7 @@ class ConsumerRunner:
                 await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()}, broker_lost)
                 await self._report_lag(consumer, batch)
         finally:
+            _forget_lag(self.name, consumer.assignment())
             with contextlib.suppress(Exception):
                 await producer.stop()
             await _stop_consumer(consumer)
@@ -229,16 +233,11 @@ class ConsumerRunner:
     async def _dead_letter(
         self, producer, record: ConsumerRecord, exc: BaseException, event_id: uuid.UUID | None = None
     ) -> None:
-        headers = [
-            ("dlq.error", repr(exc)[:1000].encode()),
-            ("dlq.trace", "".join(traceback.format_exception_only(exc))[:2000].encode()),
-            ("dlq.source.topic", record.topic.encode()),
-            ("dlq.source.partition", str(record.partition).encode()),
-            ("dlq.source.offset", str(record.offset).encode()),
-            ("dlq.consumer", self.name.encode()),
-        ]
         await producer.send_and_wait(
-            dead_letter_topic(record.topic), value=record.value, key=record.key, headers=headers
+            dead_letter_topic(record.topic),
+            value=record.value,
+            key=record.key,
+            headers=dead_letter_headers(record, exc, self.name),
         )
         CONSUMED.labels(self.name, record.topic, "dead_lettered").inc()
         log.error(
@@ -257,6 +256,27 @@ class ConsumerRunner:
             if highwater is not None:
                 lag = max(highwater - (records[-1].offset + 1), 0)
                 CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(lag)
+
+
+class _LagOfAssignedPartitions(ConsumerRebalanceListener):
+    """Keeps a replica's lag gauge to the partitions it consumes. The gauge is set after each
+    batch; a partition that moves to another replica must stop being reported here, or the lag
+    summed over replicas (what the autoscaler scales on) would count it twice, stale."""
+
+    def __init__(self, consumer_name: str) -> None:
+        self.consumer_name = consumer_name
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        _forget_lag(self.consumer_name, revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass  # reported after the first batch from each
+
+
+def _forget_lag(consumer_name: str, partitions: set[TopicPartition]) -> None:
+    for tp in partitions:
+        with contextlib.suppress(KeyError):  # never reported: no batch came from it
+            CONSUMER_LAG.remove(consumer_name, tp.topic, str(tp.partition))
 
 
 async def _stop_consumer(consumer: AIOKafkaConsumer) -> None:

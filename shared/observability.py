@@ -26,6 +26,9 @@ OUTBOX_PUBLISHED = Counter("outbox_published_total", "Events published by the ou
 OUTBOX_FAILURES = Counter("outbox_publish_failures_total", "Failed publish attempts", ["service"])
 CONSUMER_LAG = Gauge("consumer_lag_messages", "Messages behind the partition end", ["consumer", "topic", "partition"])
 CONSUMED = Counter("consumer_events_total", "Events consumed", ["consumer", "topic", "outcome"])
+PERIODIC_LAST_SUCCESS = Gauge(
+    "periodic_last_success_timestamp_seconds", "When a periodic worker last completed a round (Unix time)", ["worker"]
+)
 
 
 def configure_logging(level: str = "INFO", json: bool = True) -> None:

@@ -242,7 +242,7 @@ def test_long_running_service_has_healthcheck(name: str) -> None:
 
 def test_every_service_is_either_long_running_or_a_one_shot_job() -> None:
     one_shot = set(SERVICES) - set(LONG_RUNNING)
-    assert one_shot == {"migrate"}
+    assert one_shot == {"migrate", "topics"}
 
 
 @pytest.mark.parametrize("name", SERVING_SERVICES)
@@ -250,6 +250,7 @@ def test_serving_service_waits_for_its_dependencies(name: str) -> None:
     depends_on = SERVICES[name]["depends_on"]
     assert depends_on["postgres"]["condition"] == "service_healthy"
     assert depends_on["kafka"]["condition"] == "service_healthy"
+    assert depends_on["topics"]["condition"] == "service_completed_successfully"
     assert depends_on["migrate"]["condition"] == "service_completed_successfully"
 
 
@@ -258,6 +259,24 @@ def test_migrate_runs_once_after_postgres() -> None:
     assert command_of(migrate) == ["migrate"]
     assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert str(migrate["restart"]) == "no"
+
+
+def test_topics_job_creates_every_topic_with_the_services_partition_count() -> None:
+    """Every topic an event is published to, and its dead-letter topic, exists before the services
+    start, with the partition count they are configured with; the broker creates none by itself."""
+    from shared.events import EVENT_TYPES
+
+    topics = SERVICES["topics"]
+    env = env_of(topics)
+    assert set(env["TOPICS"].split()) == {model.topic for model in EVENT_TYPES.values()}
+    script = "\n".join(command_of(topics))
+    assert '"$$topic" "$$topic.dlq"' in script and "--if-not-exists" in script
+    assert '--partitions "$$PARTITIONS"' in script
+    assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert str(topics["restart"]) == "no"
+    for name in APP_SERVICES:
+        assert env_of(SERVICES[name])["KAFKA_TOPIC_PARTITIONS"] == env["PARTITIONS"], name
+    assert env_of(SERVICES["kafka"])["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
 
 
 @pytest.mark.parametrize("name", SERVING_SERVICES)

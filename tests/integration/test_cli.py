@@ -22,9 +22,22 @@ from sqlalchemy import text
 from services.registers.service import retention_cutoff
 from shared.auth import Role
 from shared.db import make_engine
-from shared.events import REGISTERS_TOPIC
+from shared.events import REGISTERS_TOPIC, dead_letter_topic
+from shared.kafka import ensure_topics
+from shared.outbox import encode
 from shared.time import school_today
 from tests.conftest import OTHER_LA, TEST_JWT_SECRET, TEST_LA, read_events
+from tests.integration.test_outbox_and_consumers import (
+    EffectsHandler,
+    downstream_schema,
+    make_runner,
+    mark_event,
+    publish,
+    read_topic,
+    running,
+    unique,
+    wait_until,
+)
 
 CLI = Path(sys.executable).parent / "attendance"
 DAY = "2025-11-03"
@@ -248,3 +261,52 @@ async def test_registers_purge_deletes_entries_beyond_retention(
     finally:
         await engine.dispose()
     assert [(row.cutoff, row.marks_deleted) for row in audit] == [(cutoff, int(summary.group(2)))]
+
+
+async def test_dlq_list_and_replay_bring_a_dead_letter_back(attendance, database_url, broker):
+    """A consumer dead-letters an event it cannot apply. `dlq list` shows where it failed, which
+    consumer, the event and the error, never its content. Once the cause is fixed, `dlq replay`
+    publishes it again (same key, same value) and the consumer applies it, once; the event it had
+    applied is not applied again, and a second replay finds nothing left."""
+    bootstrap = broker.bootstrap_servers
+    missing = await attendance("dlq", "list", "no.such.topic")
+    assert missing.code == 1 and "No topic no.such.topic.dlq" in missing.err and missing.out == ""
+
+    topic = unique("test.dlq-cli.")
+    await ensure_topics(bootstrap, [topic, dead_letter_topic(topic)], 4)
+    good, poison = mark_event("UPN-DLQ-GOOD"), mark_event("UPN-DLQ-POISON")
+    poison_value = encode(poison)
+    async with downstream_schema(database_url) as db:
+        handler = EffectsHandler(db.schema, poison_upn="UPN-DLQ-POISON")
+        runner = make_runner(db, bootstrap, handler, [topic])
+        async with running(runner):
+            sent = await publish(bootstrap, topic, [(b"UPN-DLQ-GOOD", encode(good)), (b"UPN-DLQ-POISON", poison_value)])
+            await wait_until(lambda: read_topic(bootstrap, dead_letter_topic(topic), idle=0.3), 30, "the dead letter")
+
+            listed = await attendance("dlq", "list", topic)
+            assert listed.code == 0, listed.err
+            header, line = listed.out.splitlines()
+            assert header == f"{topic}.dlq: 1 dead letter(s), 1 not replayed"
+            assert f"from {topic} {sent[1].partition}:{sent[1].offset}  consumer {runner.name}" in line
+            assert f"event {poison.id} attendance.mark.recorded  not replayed  " in line
+            assert line.endswith(repr(ValueError("poison pupil UPN-DLQ-POISON")))
+            assert poison.data.link not in listed.out  # the event's content stays on the bus
+
+            handler.poison_upn = None  # the cause is fixed
+            replayed = await attendance("dlq", "replay", topic)
+            assert (replayed.code, replayed.out) == (0, f"replayed 1 dead letter(s) to {topic}\n"), replayed.err
+
+            async def poison_applied() -> bool:
+                return poison.id in await db.effects()
+
+            await wait_until(poison_applied, 30, "the replayed event to be applied")
+            again = await attendance("dlq", "replay", f"{topic}.dlq")
+            assert (again.code, again.out) == (0, f"nothing to replay for {topic}\n"), again.err
+            relisted = await attendance("dlq", "list", topic)
+            assert relisted.out.splitlines()[0] == f"{topic}.dlq: 1 dead letter(s), 0 not replayed"
+            assert "  replayed  " in relisted.out
+
+        assert await db.effects() == {good.id: 1, poison.id: 1}
+        assert sorted(await db.applied(runner.name)) == sorted([good.id, poison.id])
+    copies = [r for r in await read_topic(bootstrap, topic) if r.value == poison_value]
+    assert [(r.key, r.partition) for r in copies] == [(b"UPN-DLQ-POISON", sent[1].partition)] * 2

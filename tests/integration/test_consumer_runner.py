@@ -241,3 +241,53 @@ async def test_graceful_stop_commits_what_was_applied(database_url, broker):
         assert second_handler.seen_ids() == [later.id]
         assert _consumed(runner.name, "duplicate") == duplicates_before  # nothing was read again
         assert await db.effects() == {**{e.id: 1 for e in events}, later.id: 1}
+
+
+def _lag_reported(name: str, topic: str) -> set[int]:
+    """Partitions of the topic whose lag this process reports for consumer `name`."""
+    return {
+        p
+        for p in range(4)
+        if REGISTRY.get_sample_value("consumer_lag_messages", {"consumer": name, "topic": topic, "partition": str(p)})
+        is not None
+    }
+
+
+async def test_lag_is_reported_only_for_the_partitions_a_replica_consumes(database_url, broker):
+    """The lag gauge is what the autoscaler sums over replicas. A runner that consumed all four
+    partitions reports lag for each; when a second replica joins the group and takes some of them,
+    the runner stops reporting those (a stale value would be counted twice), and reports the ones
+    it keeps again after their next batch."""
+    bootstrap = broker.bootstrap_servers
+    topic = await _topic(bootstrap, "lag")
+    first = [mark_event(f"UPN-LAG-{i}") for i in range(40)]
+    sent = await publish(bootstrap, topic, [(e.subject.encode(), encode(e)) for e in first])
+    assert {m.partition for m in sent} == {0, 1, 2, 3}
+    async with downstream_schema(database_url) as db:
+        runner = make_runner(db, bootstrap, EffectsHandler(db.schema), [topic])
+        async with running(runner):
+            await wait_until(_applied_count(db, [e.id for e in first]), 30, "the first events to be applied")
+            assert _lag_reported(runner.name, topic) == {0, 1, 2, 3}
+
+            replica = AIOKafkaConsumer(
+                topic, bootstrap_servers=bootstrap, group_id=runner.name, enable_auto_commit=False
+            )
+            await replica.start()
+            try:
+
+                async def replica_assigned() -> set[int]:
+                    await replica.getmany(timeout_ms=200)  # the replica's part in the rebalance
+                    return {tp.partition for tp in replica.assignment()}
+
+                moved = await wait_until(replica_assigned, 30, "the second replica to get partitions")
+                kept = {0, 1, 2, 3} - moved
+                assert kept, "the runner kept no partition"
+                assert not _lag_reported(runner.name, topic) & moved
+
+                later = [mark_event(f"UPN-LAG-LATER-{i}") for i in range(40)]
+                sent_later = await publish(bootstrap, topic, [(e.subject.encode(), encode(e)) for e in later])
+                in_kept = [e.id for e, m in zip(later, sent_later, strict=True) if m.partition in kept]
+                await wait_until(_applied_count(db, in_kept), 30, "the later events of the kept partitions")
+                assert _lag_reported(runner.name, topic) == kept
+            finally:
+                await replica.stop()
