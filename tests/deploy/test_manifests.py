@@ -42,9 +42,9 @@ KUBERNETES_VERSIONS = ("1.30", "1.37")
 NAMESPACE = "attendance"
 SECRET_NAME = "attendance-secrets"
 # Settings that only ever come from the Secret.
-SECRET_SETTINGS = {"DATABASE_URL", "JWT_SECRET", "SMTP_USERNAME", "SMTP_PASSWORD"}
+SECRET_SETTINGS = {"DATABASE_URL", "JWT_SECRET", "SECRETS_KEY", "SMTP_USERNAME", "SMTP_PASSWORD"}
 # Settings whose default is a development value (or empty) but that carry no localhost address.
-DEV_DEFAULT_SETTINGS = {"JWT_SECRET", "PUBLIC_URL"}
+DEV_DEFAULT_SETTINGS = {"JWT_SECRET", "SECRETS_KEY", "PUBLIC_URL"}
 # They consume every mark (attendance.marks.v1): they scale on consumer lag as well as CPU.
 CONSUMER_HEAVY = {"thresholds", "cme"}
 RSS_TARGET_BYTES = 300 * 10**6  # no service above 300 MB RSS
@@ -452,6 +452,8 @@ def test_secret_template_holds_only_placeholders_the_services_refuse() -> None:
     assert all("CHANGE-ME" in value for value in SECRET["stringData"].values())
     with pytest.raises(ValidationError, match="jwt_secret"):
         PlatformSettings(jwt_secret=SECRET["stringData"]["JWT_SECRET"])
+    with pytest.raises(ValidationError, match="secrets_key"):
+        PlatformSettings(secrets_key=SECRET["stringData"]["SECRETS_KEY"])
 
 
 def test_adapter_serves_the_lag_metric_the_autoscalers_use() -> None:
