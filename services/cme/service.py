@@ -221,13 +221,20 @@ async def _due(
     """The return's due date under the LA's current policy, and that policy's version (0: default)."""
     policy, version = await current_policy(session, settings, la_code)
     due = addition_due if kind == "addition" else deletion_due
-    due_on = due(
-        started_on,
-        _calendar(school),
-        policy,
-        independent=bool(school and school.independent),
-        data_sharing=bool(school and school.data_sharing_agreement),
-    )
+    try:
+        due_on = due(
+            started_on,
+            _calendar(school),
+            policy,
+            independent=bool(school and school.independent),
+            data_sharing=bool(school and school.data_sharing_agreement),
+        )
+    except ValueError as exc:  # the school's loaded terms end before the deadline could fall
+        raise Unprocessable(
+            "calendar-has-no-school-days-ahead",
+            f"The {kind} return's deadline cannot be counted in school days from {started_on.isoformat()}: "
+            f"{exc}. Load the school's coming term dates (PATCH /v1/schools/{{urn}} on the registers service).",
+        ) from exc
     return due_on, version.version if version else 0
 
 

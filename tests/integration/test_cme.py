@@ -564,3 +564,21 @@ async def test_tenant_isolation(cme, registers, token, new_urn, new_upn, two_sch
         assert school["urn"] in {s["urn"] for s in la_report["schools"]}
     async with cme.client() as anonymous:
         assert (await anonymous.get("/v1/cme/cases")).status_code == 401
+
+
+async def test_a_calendar_with_no_school_days_ahead_is_a_clear_422(registers, cme, token, new_urn, new_upn):
+    """Only past terms loaded: a return's deadline cannot be counted; the school is told why and
+    nothing is recorded."""
+    calendar = {"terms": [{"name": "Summer 2", "start": "2020-06-01", "end": "2020-07-17"}]}
+    school = await new_school(registers, cme, token, new_urn, calendar=calendar)
+    upn, urn = new_upn(), school["urn"]
+    async with cme.client(school["token"]) as http:
+        response = await http.post(f"/v1/schools/{urn}/deletions", json=deletion(upn, "died"))
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        problem = response.json()
+        assert problem["type"].endswith("/calendar-has-no-school-days-ahead")
+        assert "term dates" in problem["detail"]
+    async with officer(cme, token) as http:
+        history = (await http.get(f"/v1/pupils/{upn}/roll")).json()
+        assert history["deletions"] == [] and history["admissions"] == []
