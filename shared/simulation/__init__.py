@@ -1,0 +1,5 @@
+"""A simulated LA played against the running platform.
+
+- `generate`: from a seed and a configuration, an LA (schools with calendars, pupils with UPNs) and
+  a day-by-day plan of what its schools' MIS and officers do (pure, deterministic).
+"""
