@@ -2,4 +2,6 @@
 
 - `generate`: from a seed and a configuration, an LA (schools with calendars, pupils with UPNs) and
   a day-by-day plan of what its schools' MIS and officers do (pure, deterministic).
+- `recount`: what the platform must conclude from a plan, recomputed from the domain rules without
+  the services' own rule code.
 """
