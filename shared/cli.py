@@ -548,6 +548,7 @@ def simulate(
     from shared.settings import PlatformSettings
     from shared.simulation.drive import SimulationError, Subscription, drive, mint_tokens
     from shared.simulation.generate import LaConfig, generate, recent_term
+    from shared.simulation.recount import EVENT_FILTERS
     from shared.time import school_today
 
     today = school_today()
@@ -569,10 +570,7 @@ def simulate(
         f"LA {la_code}, seed {seed}: {schools} school{'s' * (schools > 1)} ({urns}), {len(plan.pupils)} pupils, "
         f"{len(days)} school days from {days[0]} to {days[-1]}"
     )
-    subscription = None
-    if webhook:
-        types = ("attendance.alert.*", "casework.case.opened", "cme.case.*", "roll.*")
-        subscription = Subscription(webhook, types)
+    subscription = Subscription(webhook, EVENT_FILTERS) if webhook else None
     try:
         report = asyncio.run(
             drive(

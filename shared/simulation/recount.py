@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from shared.domain.codes import AttendanceCode, Category, code_for
+from shared.events import EVENT_TYPES
 from shared.simulation.plan import Admission, Amendment, Deletion, Plan, Register, Round
 
 # The national policy (domain.md §4 defaults; persistent lateness has no national number: the
@@ -53,6 +54,9 @@ WHEREABOUTS_KNOWN_GROUNDS = frozenset(
         "permanently_excluded",
     }
 )
+
+# The events the recount follows, as a subscription's filters (exact, or a prefix ending in `.*`).
+EVENT_FILTERS = ("attendance.alert.*", "casework.case.opened", "cme.case.*", "roll.*")
 
 Enrolment = tuple[str, str]  # (URN, UPN)
 Session = tuple[date, str]  # (date, AM|PM)
@@ -279,6 +283,16 @@ class Recount:
 
     # ------------------------------------------------------------ summaries
 
+    def deliveries(self, event_filters: Iterable[str]) -> Counter[str]:
+        """The events, by type, of the LA a subscriber with these filters is sent. A filter that takes
+        events the recount does not follow (`EVENT_FILTERS`) is refused with ValueError."""
+        filters = list(event_filters)
+        wanted = {event_type for event_type in EVENT_TYPES if any(_matches(f, event_type) for f in filters)}
+        followed = {event_type for event_type in EVENT_TYPES if any(_matches(f, event_type) for f in EVENT_FILTERS)}
+        if wanted - followed:
+            raise ValueError(f"the recount does not follow {sorted(wanted - followed)}")
+        return Counter({event_type: count for event_type, count in self.events.items() if event_type in wanted})
+
     def enrolments(self) -> list[Enrolment]:
         return sorted(enrolment for enrolment, marks in self.marks.items() if marks)
 
@@ -286,6 +300,10 @@ class Recount:
         """Each pupil of the school with a possible session in academic year `year`, and their figures."""
         rows = [(upn, self.figures(school, upn, year)) for school, upn in self.enrolments() if school == urn]
         return [(upn, figures) for upn, figures in rows if figures.possible_sessions]
+
+
+def _matches(event_filter: str, event_type: str) -> bool:
+    return event_type == event_filter or (event_filter.endswith(".*") and event_type.startswith(event_filter[:-1]))
 
 
 @functools.cache
