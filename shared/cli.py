@@ -508,6 +508,95 @@ def thresholds_rebuild() -> None:
     )
 
 
+# ---------------------------------------------------------------- simulation
+
+
+def _simulation_urls(overrides: list[str]) -> Any:
+    from shared.simulation.drive import Urls
+
+    urls = {name: f"http://127.0.0.1:{entry.port}" for name, entry in SERVICES.items()}
+    for item in overrides:
+        name, _, url = item.partition("=")
+        if name not in urls or not url:
+            raise _fail(f"--url takes SERVICE=URL with SERVICE one of {', '.join(SERVICES)}; got {item!r}")
+        urls[name] = url
+    return Urls(urls["registers"], urls["cme"], urls["thresholds"], urls["notifications"])
+
+
+@app.command()
+def simulate(
+    seed: Annotated[int, typer.Option(help="The same seed plays the same LA and term")] = 1,
+    schools: Annotated[int, typer.Option(min=1, max=100, help="Schools in the LA")] = 3,
+    pupils: Annotated[int, typer.Option(min=1, max=4000, help="Pupils on each school's roll at the start")] = 30,
+    weeks: Annotated[int, typer.Option(min=1, max=14, help="Teaching weeks in the term (plus a half-term week)")] = 6,
+    ending_before: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="The term ends on the last Friday before this day (default: today)"),
+    ] = None,
+    la_code: Annotated[str, typer.Option(help="The simulated LA's 3-digit code")] = "990",
+    first_urn: Annotated[
+        int | None, typer.Option(help="URN of the first school, the others follow (default: from the seed)")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight at once")] = 8,
+    url: Annotated[
+        list[str] | None, typer.Option(help="SERVICE=URL for a service not on its usual local port (repeatable)")
+    ] = None,
+    webhook: Annotated[
+        str | None, typer.Option(help="Subscribe this URL to the LA's alerts, new cases and roll changes")
+    ] = None,
+) -> None:
+    """Generate an LA and a term of its schools' registers, amendments, joiners and leavers, and
+    play it against the running platform through its HTTP APIs."""
+    from datetime import timedelta
+
+    from shared.settings import PlatformSettings
+    from shared.simulation.drive import SimulationError, Subscription, drive, mint_tokens
+    from shared.simulation.generate import LaConfig, generate, recent_term
+    from shared.simulation.recount import EVENT_FILTERS
+    from shared.time import school_today
+
+    today = school_today()
+    before = ending_before.date() if ending_before else today
+    term = recent_term(before, weeks, calendar_until=today + timedelta(days=366))
+    if term.last_day >= today:
+        raise _fail(f"The term would end on {term.last_day}: registers take no future dates; pick an earlier day.")
+    first = first_urn if first_urn is not None else 300000 + (seed * 100) % 600000
+    if not 100000 <= first <= 999999 - schools:
+        raise _fail(f"--first-urn must leave room for {schools} six-digit URNs; got {first}")
+    try:
+        config = LaConfig(term, tuple(str(first + i) for i in range(schools)), la_code, pupils, seed)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    plan = generate(config)
+    days = term.school_days()
+    urns = f"URN {first}" if schools == 1 else f"URNs {first} to {first + schools - 1}"
+    typer.echo(
+        f"LA {la_code}, seed {seed}: {schools} school{'s' * (schools > 1)} ({urns}), {len(plan.pupils)} pupils, "
+        f"{len(days)} school days from {days[0]} to {days[-1]}"
+    )
+    subscription = Subscription(webhook, EVENT_FILTERS) if webhook else None
+    try:
+        report = asyncio.run(
+            drive(
+                plan,
+                _simulation_urls(url or []),
+                mint_tokens(PlatformSettings(), plan),
+                concurrency=concurrency,
+                subscription=subscription,
+            )
+        )
+    except SimulationError as exc:
+        hint = {None: "Is the platform running (`make run`)?", 409: "Choose another --seed or --first-urn."}
+        raise _fail(f"{exc}. {hint.get(exc.status, '')}".strip()) from exc
+    if report.subscription:
+        typer.echo(f"webhook:     subscription {report.subscription['id']}, secret {report.subscription['secret']}")
+    typer.echo(f"registers:   {report.registers:,} ({report.marks:,} marks)")
+    typer.echo(f"amendments:  {report.amendments:,}")
+    typer.echo(f"admissions:  {report.admissions:,}")
+    typer.echo(f"deletions:   {report.deletions:,}")
+    typer.echo(f"marks/s:     {report.marks_per_second:,.0f} ({report.seconds:.1f} s to play the term)")
+
+
 @casework_app.command("diagram")
 def casework_diagram(
     output: Annotated[Path, typer.Option(help="Where to write it")] = REPO_ROOT / "docs" / "casework-workflow.md",

@@ -297,8 +297,11 @@ async def school(registers: RunningService, token: Callable[..., str], new_urn: 
     return {"urn": urn, "la_code": TEST_LA, "token": token(Role.SCHOOL, urns={urn})}
 
 
-async def eventually(probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0) -> Any:
-    """Poll `probe` until it returns something truthy (returned); fail after `timeout` seconds."""
+async def eventually(
+    probe: Callable[[], Awaitable[Any]], what: str, timeout: float = 20.0, interval: float = 0.1
+) -> Any:
+    """Poll `probe` every `interval` seconds until it returns something truthy (returned); fail
+    after `timeout` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -307,7 +310,7 @@ async def eventually(probe: Callable[[], Awaitable[Any]], what: str, timeout: fl
             return value
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}; last: {value!r}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval)
 
 
 async def read_events(

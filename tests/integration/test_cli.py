@@ -25,6 +25,8 @@ from shared.db import make_engine
 from shared.events import REGISTERS_TOPIC, dead_letter_topic
 from shared.kafka import ensure_topics
 from shared.outbox import encode
+from shared.simulation.generate import LaConfig, generate, recent_term
+from shared.simulation.plan import Register
 from shared.time import school_today
 from tests.conftest import OTHER_LA, TEST_JWT_SECRET, TEST_LA, read_events
 from tests.integration.test_outbox_and_consumers import (
@@ -310,3 +312,28 @@ async def test_dlq_list_and_replay_bring_a_dead_letter_back(attendance, database
         assert sorted(await db.applied(runner.name)) == sorted([good.id, poison.id])
     copies = [r for r in await read_topic(bootstrap, topic) if r.value == poison_value]
     assert [(r.key, r.partition) for r in copies] == [(b"UPN-DLQ-POISON", sent[1].partition)] * 2
+
+
+async def test_simulate_plays_the_generated_term(registers, thresholds, cme, attendance, new_urn, token):
+    urn = new_urn()
+    args = ["simulate", "--seed", "5", "--schools", "1", "--pupils", "6", "--weeks", "1", "--la-code", "872"]
+    args += ["--first-urn", urn, "--concurrency", "2"]
+    for service in (registers, thresholds, cme):
+        args += ["--url", f"{service.settings.service_name}={service.base_url}"]
+    played = await attendance(*args)
+    assert played.code == 0, played.err
+
+    today = school_today()
+    term = recent_term(today, 1, calendar_until=today + timedelta(days=366))
+    plan = generate(LaConfig(term, (urn,), "872", pupils_per_school=6, seed=5))
+    posted = [action for action in plan.actions() if isinstance(action, Register)]
+    marks = sum(len(register.upns) for register in posted)
+    assert line_for(played.out, "registers:") == f"registers:   {len(posted)} ({marks} marks)"
+    assert line_for(played.out, "admissions:") == f"admissions:  {len(plan.pupils)}"
+    last = posted[-1]
+    async with registers.client(token(Role.OPS)) as ops:
+        stored = (await ops.get(f"/v1/schools/{urn}/registers/{last.date}/{last.session}")).json()
+    assert sorted((m["upn"], m["code"]) for m in stored["marks"]) == sorted(zip(last.upns, last.codes, strict=True))
+
+    again = await attendance(*args)
+    assert again.code == 1 and f"school {urn} is already registered" in again.err and "another --seed" in again.err
