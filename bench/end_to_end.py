@@ -4,12 +4,12 @@ Run with `make bench` (or `.venv/bin/python bench/end_to_end.py --help`). See be
 PostgreSQL, the Tansu broker, the fresh database and the cleanup are bench/ingest.py's; the service
 processes and the latency probes are bench/thresholds.py's.
 
-1. End to end at full speed: whole-school registers for every school and session of the workload,
-   POSTed by `--concurrency` simulated MIS clients; the clock runs from the first POST until the
-   thresholds service has applied every mark (a row per mark in thresholds.mark_versions).
-   Meanwhile every consumer's lag (its `consumer_lag_messages` gauge) and every service's memory
-   (resident set of its process tree) are sampled.
-   Every pupil is admitted to the roll (CME API) first, as in a live LA.
+1. End to end at full speed: the LA simulator (shared/simulation) plays a generated LA's term
+   (`--schools` x `--pupils`, `--weeks`) through the HTTP APIs as fast as it can: schools, roll,
+   every session's whole-school registers, amendments, joiners and leavers. The clock runs from its
+   first round until the thresholds service has applied every mark and amendment (a version per
+   mark in thresholds.mark_versions). Meanwhile every consumer's lag (its `consumer_lag_messages`
+   gauge) and every service's memory (resident set of its process tree) are sampled.
 2. Latency under a paced background load (default 5,000 marks/s): probes POST the register that
    makes a prepared pupil persistently absent, then wait for the alert in the thresholds API and
    for the case it opens in the casework API (escalation).
@@ -29,10 +29,9 @@ import re
 import secrets
 import sys
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
@@ -45,6 +44,9 @@ if str(REPO) not in sys.path:  # run as a script: bench/ is on the path, the rep
 from bench import ingest, thresholds  # noqa: E402
 from bench.ingest import BenchError, Infra, say  # noqa: E402
 from bench.thresholds import Cleanup, Service  # noqa: E402
+
+if TYPE_CHECKING:
+    from shared.simulation.plan import Plan
 
 TARGET_END_TO_END = 15_000  # marks/s: an England-wide morning register of 9M marks in ten minutes
 TARGET_ALERT_P95_MS = 1000
@@ -59,10 +61,10 @@ PERCENTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--schools", type=int, default=40, help="end to end: schools")
-    p.add_argument("--pupils", type=int, default=250, help="end to end: pupils per school")
-    p.add_argument("--sessions", type=int, default=20, help="end to end: sessions (marks = the product)")
-    p.add_argument("--concurrency", type=int, default=8, help="end to end: MIS clients posting at once")
+    p.add_argument("--schools", type=int, default=20, help="end to end: schools in the simulated LA")
+    p.add_argument("--pupils", type=int, default=500, help="end to end: pupils on each school's roll")
+    p.add_argument("--weeks", type=int, default=2, help="end to end: teaching weeks of the simulated term")
+    p.add_argument("--concurrency", type=int, default=8, help="end to end: requests in flight at once")
     p.add_argument("--workers", type=int, default=1, help="processes per service (uvicorn workers)")
     p.add_argument("--apply-timeout", type=float, default=600.0, help="seconds to wait for the consumers")
     p.add_argument("--background-rate", type=int, default=5000, help="latency: background marks/s posted")
@@ -150,47 +152,64 @@ async def wait_count(conn: asyncpg.Connection, sql: str, target: int, timeout: f
         await asyncio.sleep(0.05)
 
 
-async def measure_end_to_end(
-    args: argparse.Namespace, infra: Infra, services: dict[str, Service], registers: list[ingest.Register]
-) -> dict[str, Any]:
-    from shared.auth import Role, issue_token
-    from shared.settings import PlatformSettings
+def simulated_la(args: argparse.Namespace) -> Plan:
+    """The LA the simulator plays: `--schools` x `--pupils` over a term of `--weeks` ending last week."""
+    from shared.simulation.generate import LaConfig, generate, recent_term
+    from shared.time import school_today
 
-    urns = sorted({r.urn for r in registers})
-    settings = PlatformSettings(jwt_secret=infra.jwt_secret)
-    tokens = {u: issue_token(settings, subject=f"bench-{u}", role=Role.SCHOOL, urns={u}) for u in urns}
-    marks = sum(len(r.marks) for r in registers)
+    today = school_today()
+    term = recent_term(today - timedelta(days=7), args.weeks, calendar_until=today + timedelta(days=366))
+    urns = tuple(ingest.school_urn(s) for s in range(args.schools))
+    return generate(LaConfig(term, urns, ingest.LA_CODE, args.pupils, args.seed))
+
+
+def register_rows(plan: Plan) -> list[ingest.Register]:
+    """The plan's registers as the raw-limit measurements take them."""
+    from shared.simulation.plan import Register
+
+    return [
+        ingest.Register(
+            0, r.urn, r.date, r.session, [{"upn": u, "code": c, "minutes_late": m} for u, c, m in r.marks()]
+        )
+        for r in plan.actions()
+        if isinstance(r, Register)
+    ]
+
+
+async def measure_end_to_end(
+    args: argparse.Namespace, infra: Infra, services: dict[str, Service], plan: Plan
+) -> dict[str, Any]:
+    from shared.settings import PlatformSettings
+    from shared.simulation.drive import Urls, drive, mint_tokens
+
+    urls = Urls(services["registers"].url, services["cme"].url, services["thresholds"].url)
+    tokens = mint_tokens(PlatformSettings(jwt_secret=infra.jwt_secret), plan)
     conn = await asyncpg.connect(ingest.asyncpg_dsn(infra.database_url))
     try:
-        await ingest.create_schools(services["registers"].url, thresholds.ops_token(infra), urns)
-        say(f"admitting {args.pupils * len(urns):,} pupils to the roll …")
-        pupils = sorted({(r.urn, m["upn"]) for r in registers for m in r.marks})
-        await load_roll(services["cme"], tokens, pupils, min(r.date for r in registers))
-        # Once thresholds knows the schools, its consumer is live: the clock starts from idle.
-        await wait_count(conn, SCHOOLS_KNOWN_SQL, len(urns), 60, [services["thresholds"]])
         base = await conn.fetchval(APPLIED_MARKS_SQL)
         cpu = ingest.CpuMeter()
         cpu.begin()
-        started = time.monotonic()
-        posted = ingest.PostResult()
-        await ingest.post_all(services["registers"].url, registers, tokens, args.concurrency, posted)
-        posted_s = time.monotonic() - started
-        if posted.errors:
-            raise BenchError(f"{len(posted.errors)} registers rejected, e.g. {posted.errors[0]}")
-        await wait_count(conn, APPLIED_MARKS_SQL, base + marks, args.apply_timeout, list(services.values()))
-        applied_s = time.monotonic() - started
-        cpu_out = await thresholds.cpu_report(cpu, infra, services, applied_s)
+        cpu_started = time.monotonic()
+        # The driver adds the schools and waits for the services to know them, then plays the term
+        # round by round (registers, amendments, joiners, leavers): the clock is its rounds'.
+        report = await drive(plan, urls, tokens, concurrency=args.concurrency)
+        rounds_started = time.monotonic() - report.seconds
+        versions = report.marks + report.amendments  # each a version stored by thresholds
+        await wait_count(conn, APPLIED_MARKS_SQL, base + versions, args.apply_timeout, list(services.values()))
+        applied_s = time.monotonic() - rounds_started
+        cpu_out = await thresholds.cpu_report(cpu, infra, services, time.monotonic() - cpu_started)
     finally:
         await conn.close()
-    latencies = sorted(posted.latencies)
     return {
-        "marks": marks,
-        "registers": len(registers),
-        "posted_s": posted_s,
+        "marks": report.marks,
+        "registers": report.registers,
+        "amendments": report.amendments,
+        "admissions": report.admissions,
+        "deletions": report.deletions,
+        "posted_s": report.seconds,
         "applied_s": applied_s,
-        "post_marks_per_s": marks / posted_s,
-        "marks_per_s": marks / applied_s,
-        "post_ms": {k: 1000 * ingest.percentile(latencies, q) for k, q in PERCENTILES.items()},
+        "post_marks_per_s": report.marks / report.seconds,
+        "marks_per_s": report.marks / applied_s,
         "cpu": cpu_out,
     }
 
@@ -206,7 +225,8 @@ def raw_limits(args: argparse.Namespace, infra: Infra, registers: list[ingest.Re
         ingest.raw_postgres(ingest.asyncpg_dsn(infra.database_url), registers, args.concurrency, args.raw_rounds)
     )
     say("raw limits: aiokafka produce of as many mark events …")
-    events = argparse.Namespace(schools=args.schools, pupils=args.pupils, sessions=args.sessions, seed=args.seed)
+    sessions = -(-marks // (args.schools * args.pupils)) + 1  # enough of the same kind of events
+    events = argparse.Namespace(schools=args.schools, pupils=args.pupils, sessions=sessions, seed=args.seed)
     messages = [
         (key.encode(), payload)
         for keys, payloads in thresholds.mark_event_chunks(events)
@@ -231,12 +251,13 @@ def print_summary(s: dict[str, Any]) -> None:
         say(f"WARNING      the machine was {env['machine_busy_before_start_pct']:.0f}% busy before the run started")
     e = s["end_to_end"]
     say("-" * 100)
-    say(f"workload     {c['schools']} schools x {c['pupils']} pupils x {c['sessions']} sessions = {e['marks']:,} marks")
-    say(f"             {e['registers']:,} whole-school registers, {c['concurrency']} MIS clients")
-    say(f"END TO END   {e['marks_per_s']:,.0f} marks/s: first POST -> all applied by thresholds {e['applied_s']:.2f}s")
+    say(f"workload     LA of {c['schools']} schools x {c['pupils']} pupils, {c['weeks']} weeks: {e['marks']:,} marks")
     say(
-        f"POST         {e['post_marks_per_s']:,.0f} marks/s accepted, {e['posted_s']:.1f}s; {percentiles(e['post_ms'])}"
+        f"             {e['registers']:,} registers, {e['amendments']:,} amendments, {e['admissions']:,} admissions, "
+        f"{e['deletions']:,} deletions; {c['concurrency']} requests in flight"
     )
+    say(f"END TO END   {e['marks_per_s']:,.0f} marks/s: first round -> all applied by thresholds {e['applied_s']:.2f}s")
+    say(f"played       {e['post_marks_per_s']:,.0f} marks/s accepted: the term played in {e['posted_s']:.1f}s")
     lag = ", ".join(f"{k} {v:,.0f}" for k, v in s["consumer_lag_peak"].items()) or "no readings"
     say(f"lag peak     {lag} messages")
     thresholds.print_cpu(e["cpu"])
@@ -276,8 +297,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
 
     infra = Infra(jwt_secret=secrets.token_urlsafe(48))
     busy_before = ingest.background_load()
-    today = datetime.now(ZoneInfo("Europe/London")).date()  # the services' "today" (school_today)
-    registers, _ = ingest.build_workload(args.schools, args.pupils, args.sessions, args.seed, today)
+    plan = simulated_la(args)
+    rows = register_rows(plan)
     ingest.start_postgres(args, infra, cleanup)
     ingest.create_database(infra, cleanup)
     for name in SERVICES:  # create_database migrates the registers schema only
@@ -292,8 +313,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
         sampler = Sampler(services)
         sampling = asyncio.create_task(sampler.run())
         try:
-            say(f"end to end: {len(registers):,} registers, {sum(len(r.marks) for r in registers):,} marks …")
-            e2e = await measure_end_to_end(args, infra, services, registers)
+            say(f"end to end: the simulated LA's {len(rows):,} registers, {sum(len(r.marks) for r in rows):,} marks …")
+            e2e = await measure_end_to_end(args, infra, services, plan)
             latency = await thresholds.measure_latency(
                 args, infra, services, admit=lambda tokens, pupils, day: load_roll(services["cme"], tokens, pupils, day)
             )
@@ -305,7 +326,7 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
     e2e, latency, sampler = ingest.run_async(measured())
     for service in services.values():  # the raw limits get the machine to themselves
         ingest.stop_process_group(service.process)
-    raw = None if args.skip_raw else raw_limits(args, infra, registers)
+    raw = None if args.skip_raw else raw_limits(args, infra, rows)
 
     summary: dict[str, Any] = {
         "benchmark": "end-to-end",
