@@ -41,6 +41,23 @@ class Runtime:
 
 WorkerFactory = Callable[[Runtime], Sequence[Worker]]
 
+
+def periodic(name: str, seconds: float, step: Callable[[], Awaitable[object]]) -> Worker:
+    """A worker that runs `step` every `seconds` until stopped. A failed run (the database away,
+    say) is logged and the next one tries again: the duty outlives the outage."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await step()
+            except Exception:
+                log.exception("periodic_run_failed", worker=name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), seconds)
+
+    return run
+
+
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": description, "content": {PROBLEM_MEDIA_TYPE: {}}}
     for status, description in {

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 
 from services.casework import service
 from services.casework.models import SCHEMA
 from services.casework.settings import CaseworkSettings
-from shared.app import Runtime
+from shared.app import Runtime, Worker, periodic
 from shared.consumer import ConsumerRunner
 from shared.events import ALERTS_TOPIC, REGISTERS_TOPIC
 from shared.time import school_today
@@ -23,15 +21,12 @@ def alerts_consumer(runtime: Runtime) -> ConsumerRunner:
     )
 
 
-def clock_scanner(runtime: Runtime):
+def clock_scanner(runtime: Runtime) -> Worker:
     """Marks clocks due and overdue as their dates come; any replica may run it, one scans at a time."""
     settings: CaseworkSettings = runtime.settings  # type: ignore[assignment]
 
-    async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            async with runtime.sessionmaker() as session, session.begin():
-                await service.scan_clocks(session, settings, school_today())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.clock_scan_seconds)
+    async def scan() -> None:
+        async with runtime.sessionmaker() as session, session.begin():
+            await service.scan_clocks(session, settings, school_today())
 
-    return run
+    return periodic("casework_clock_scan", settings.clock_scan_seconds, scan)
