@@ -503,7 +503,8 @@ def thresholds_rebuild() -> None:
     except OSError as exc:
         raise _fail(f"Cannot reach the platform database or broker ({exc}). Is `make run` running?") from exc
     typer.echo(
-        f"replayed {report.events} events ({report.unreadable} unreadable, skipped); "
+        f"replayed {report.events} events ({report.unreadable} unreadable and {report.rejected} rejected, skipped "
+        "as when they were dead-lettered); "
         f"re-evaluated {report.pupils_evaluated} pupils"
     )
 

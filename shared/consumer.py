@@ -24,13 +24,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from shared.db import is_transient
 from shared.dead_letters import dead_letter_headers
 from shared.events import CloudEvent, dead_letter_topic, parse_event
 from shared.kafka import BrokerConnectionLost, ensure_topics, make_producer, watch_connections
@@ -39,21 +38,6 @@ from shared.observability import CONSUMED, CONSUMER_LAG
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[AsyncSession, list[CloudEvent[Any]]], Awaitable[None]]
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    ConnectionError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    OperationalError,
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, TRANSIENT_ERRORS):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 class ConsumerRunner:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import MetaData
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -41,6 +42,24 @@ def make_base(schema: str) -> type[DeclarativeBase]:
         metadata = service_metadata(schema)
 
     return Base
+
+
+# SQLSTATEs that blame the moment, not the statement: the connection broke (08), the server is out
+# of connections (53), shutting down or starting up (57P01-57P03), or the transaction lost a race
+# with another one (serialization failure, deadlock).
+RETRY_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "40001", "40P01")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error says the database is away or asks for a retry, rather than that the work
+    (a request, an event) is at fault: the same work may succeed a moment later."""
+    if isinstance(exc, OSError | asyncpg.InterfaceError | OperationalError):  # refused, reset, closed
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig or exc
+    return str(getattr(exc, "sqlstate", None) or "").startswith(RETRY_SQLSTATES)
 
 
 def make_engine(url: str, pool_size: int = 10, **kwargs: Any) -> AsyncEngine:

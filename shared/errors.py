@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.db import is_transient
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "/problems/"
 
@@ -147,6 +149,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The route template, not the path: paths carry UPNs.
         route = getattr(request.scope.get("route"), "path", "unmatched")
+        if is_transient(exc):
+            # The database is restarting or out of reach: the client should retry, not report a bug.
+            log.warning("dependency_unavailable", method=request.method, route=route, error=type(exc).__name__)
+            problem = Problem(
+                503,
+                "service-unavailable",
+                "Service unavailable",
+                "The database is briefly unreachable; retry the request (with the same Idempotency-Key, if it "
+                "had one).",
+            )
+            return problem_response(problem, request, {"Retry-After": "1"})
         log.exception("unhandled_error", method=request.method, route=route)
         problem = Problem(500, "internal-error", "Internal error", "The error was logged; nothing was stored.")
         return problem_response(problem, request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -14,8 +15,8 @@ from services.thresholds.models import SCHEMA
 from services.thresholds.settings import ThresholdsSettings
 from shared.app import Runtime
 from shared.consumer import ConsumerRunner
-from shared.db import raw_connection
-from shared.events import MARKS_TOPIC, REGISTERS_TOPIC, parse_event
+from shared.db import is_transient, raw_connection
+from shared.events import MARKS_TOPIC, REGISTERS_TOPIC, CloudEvent, parse_event
 
 
 def marks_consumer(runtime: Runtime, group: str | None = None) -> ConsumerRunner:
@@ -33,8 +34,9 @@ EVALUATION_CHUNK = 2000  # pupils per transaction when a rebuild re-evaluates ev
 
 @dataclass
 class RebuildReport:
-    events: int = 0
+    events: int = 0  # replayed into the state
     unreadable: int = 0
+    rejected: int = 0  # the handler raised
     pupils_evaluated: int = 0
 
 
@@ -42,10 +44,11 @@ async def rebuild(settings: ThresholdsSettings, sessionmaker: async_sessionmaker
     """Replay the marks and registers topics from the start into fresh running state.
 
     The series and totals are emptied and rebuilt from every event on the topics, as far as they
-    reached when the rebuild began; a live consumer may go on meanwhile (each of its batches waits
-    for the rebuild's current one, and applying a version twice changes nothing). Then every pupil
-    is evaluated once: alerts that the rebuilt state does not support are cleared and missing ones
-    raised, published as usual; alerts that agree are left as they are.
+    reached when the rebuild began, skipping what the live consumer dead-lettered (events that are
+    unreadable or that the handler rejects); a live consumer may go on meanwhile (each of its
+    batches waits for the rebuild's current one, and applying a version twice changes nothing).
+    Then every pupil is evaluated once: alerts that the rebuilt state does not support are cleared
+    and missing ones raised, published as usual; alerts that agree are left as they are.
     """
     report = RebuildReport()
     async with sessionmaker() as session, session.begin():
@@ -76,9 +79,7 @@ async def rebuild(settings: ThresholdsSettings, sessionmaker: async_sessionmaker
                     except ValueError:
                         report.unreadable += 1  # dead-lettered when it first arrived
             if events:
-                async with sessionmaker() as session, session.begin():
-                    await service.handle_events(session, events, settings, replay=True)
-                report.events += len(events)
+                await _replay(settings, sessionmaker, events, report)
     finally:
         await consumer.stop()
     async with sessionmaker() as session:
@@ -89,3 +90,31 @@ async def rebuild(settings: ThresholdsSettings, sessionmaker: async_sessionmaker
             await service.evaluate_pupils(session, settings, set(pupils[start : start + EVALUATION_CHUNK]))
     report.pupils_evaluated = len(pupils)
     return report
+
+
+async def _replay(
+    settings: ThresholdsSettings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    events: list[CloudEvent[Any]],
+    report: RebuildReport,
+) -> None:
+    """Apply replayed events in one transaction or, if the handler rejects one, event by event,
+    skipping the rejected ones as the live consumer did."""
+    try:
+        async with sessionmaker() as session, session.begin():
+            await service.handle_events(session, events, settings, replay=True)
+        report.events += len(events)
+        return
+    except Exception as exc:
+        if is_transient(exc):
+            raise
+    for event in events:
+        try:
+            async with sessionmaker() as session, session.begin():
+                await service.handle_events(session, [event], settings, replay=True)
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            report.rejected += 1
+        else:
+            report.events += 1
