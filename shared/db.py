@@ -89,6 +89,12 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
     """The asyncpg connection under a session's transaction, for bulk statements (unnest, COPY)."""
     conn: AsyncConnection = await session.connection()
     raw = await conn.get_raw_connection()
+    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its own first statement: until then a
+    # statement on the bare connection would run, and commit, on its own. Begin now, so whatever is
+    # done through this connection belongs to the session's transaction.
+    adapted = raw.dbapi_connection
+    if adapted._transaction is None:  # type: ignore[union-attr]
+        await adapted._start_transaction()  # type: ignore[union-attr]
     return raw.driver_connection  # type: ignore[return-value]
 
 

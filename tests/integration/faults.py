@@ -50,8 +50,17 @@ from tests.conftest import TEST_JWT_SECRET, start_service
 from tests.integration.test_outbox_and_consumers import read_topic
 from tests.integration.test_thresholds import DAYS, present
 
-# A table each consuming service's handler writes after the runner has recorded the batch's event
-# ids: a consumer blocked on it is in the middle of applying a batch.
+# A table each consuming service's batch writes first: the runner's record of the batch's event ids,
+# or (thresholds keeps none) the stored mark versions.
+BATCH_TABLES = {
+    "thresholds": "mark_versions",
+    "casework": "applied_events",
+    "cme": "applied_events",
+    "notifications": "applied_events",
+}
+
+# A table each consuming service's handler writes after its batch table: a consumer blocked on it is
+# in the middle of applying a batch.
 EFFECT_TABLES = {
     "thresholds": "enrolment_totals",  # every batch of new marks
     "casework": "case_transitions",  # every alert that opens a case
@@ -256,8 +265,7 @@ class Hold:
         self, processes: list[ServiceProcess], besides: Iterable[int] = (), timeout: float = 60.0
     ) -> Blocked:
         """Wait until the consumer of one of the processes (not one of `besides`) is blocked on the
-        table inside a batch: in a transaction that holds the lock taken when the batch's event ids
-        were recorded."""
+        table inside a batch: in a transaction that holds the lock its batch table's first write took."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -267,7 +275,7 @@ class Hold:
                 "JOIN pg_locks c ON c.pid = w.pid AND c.granted AND c.relation = $2::regclass "
                 "WHERE w.relation = $1::regclass AND NOT w.granted",
                 self.table,
-                f"{self.service}.applied_events",
+                f"{self.service}.{BATCH_TABLES[self.service]}",
             )
             for row in rows:
                 for process in processes:
