@@ -220,7 +220,8 @@ class AlertRaised(_AlertEvent):
 
 class AlertCleared(_AlertEvent):
     """The condition no longer holds: `condition_ended` when later marks undid it, `retracted`
-    when an amendment to a counted session did (the crossing should not have happened)."""
+    when, on the marks as they now stand (amended, or late for earlier days), it would not have
+    held on the day it was raised: the crossing should not have happened."""
 
     event_type: ClassVar[str] = "attendance.alert.cleared"
 

@@ -50,8 +50,8 @@ class AlertOut(BaseModel):
     raised_at: datetime
     cleared_at: datetime | None
     clear_reason: str | None = Field(
-        description="condition_ended (later marks undid it), retracted (an amendment to a counted session did), "
-        "policy_changed"
+        description="condition_ended (later marks undid it), retracted (on the marks as they now stand it would "
+        "not have held on the day it was raised: an amendment undid the crossing), policy_changed"
     )
 
 

@@ -176,7 +176,6 @@ async def apply_marks(
     deltas: dict[tuple[str, str, int], list[int]] = {}
     last_dates: dict[tuple[str, str, int], date] = {}
     changed: set[Pupil] = set()
-    amended: dict[Pupil, set[tuple[date, str]]] = defaultdict(set)
     for key, mark in incoming.items():
         before = current.get(key)
         if before is not None and before.change_version >= mark.change_version:
@@ -192,12 +191,10 @@ async def apply_marks(
             delta[i] += new_count - old_count
         last_dates[enrolment] = max(last_dates.get(enrolment, mark.date), mark.date)
         changed.add((mark.urn, mark.upn))
-        if before is not None:
-            amended[(mark.urn, mark.upn)].add((mark.date, mark.session))
     if deltas:
         await _add_to_totals(conn, deltas, last_dates)
     if changed and evaluate:
-        await evaluate_pupils(session, settings, changed, amended=amended)
+        await evaluate_pupils(session, settings, changed)
 
 
 async def _store_versions(conn, marks: Sequence[MarkRecorded | MarkAmended]) -> dict[SessionKey, _Version]:
@@ -333,7 +330,6 @@ async def evaluate_pupils(
     settings: ThresholdsSettings,
     pupils: set[Pupil],
     *,
-    amended: dict[Pupil, set[tuple[date, str]]] | None = None,
     policy_changed: bool = False,
 ) -> None:
     """Bring the pupils' raised alerts in line with what their marks and policy now say."""
@@ -383,6 +379,11 @@ async def evaluate_pupils(
             context = contexts[pupil[0]]
             firings[pupil] = evaluate(context.rules, series.get(pupil, []), context.calendar, year)
 
+    ending = {
+        pupil: [row for key, row in active.get(pupil, {}).items() if key not in {(f.rule_id, f.step) for f in fired}]
+        for pupil, fired in firings.items()
+    }
+    held_then = {} if policy_changed else await _held_when_raised(conn, contexts, ending)
     now = datetime.now(UTC)
     messages: list[tuple[str, bytes]] = []
     encoder = EventEncoder(SOURCE, now)
@@ -394,7 +395,8 @@ async def evaluate_pupils(
         for key, row in held.items():
             if key in fired:
                 continue
-            reason = _clear_reason(row, (amended or {}).get(pupil, set()), policy_changed)
+            reason = "condition_ended" if row["id"] in held_then else "retracted"
+            reason = "policy_changed" if policy_changed else reason
             await conn.execute(
                 f"UPDATE {SCHEMA}.alerts SET status = $2, cleared_at = $3, clear_reason = $4 WHERE id = $1",
                 row["id"],
@@ -448,13 +450,28 @@ async def known_pupils(session: AsyncSession, la_code: str | None = None) -> set
     return {(r["urn"], r["upn"]) for r in rows}
 
 
-def _clear_reason(alert: Any, amended_sessions: set[tuple[date, str]], policy_changed: bool) -> str:
-    if policy_changed:
-        return "policy_changed"
-    counted = {tuple(s.split(" ")[:2]) for s in alert["sessions"]}
-    if any((d.isoformat(), session) in counted for d, session in amended_sessions):
-        return "retracted"
-    return "condition_ended"
+async def _held_when_raised(conn, contexts: dict[str, _SchoolContext], ending: dict[Pupil, list[Any]]) -> set[int]:
+    """Of the alerts that stop holding, those that would still have held on the day they were raised
+    with the marks as they now stand: their condition ended. The others' crossing was undone (an
+    amendment, a late mark for an earlier day): they are retracted (domain.md §4)."""
+    ending = {pupil: rows for pupil, rows in ending.items() if rows}
+    if not ending:
+        return set()
+    since = {}
+    for (urn, upn), rows in ending.items():
+        context = contexts[urn]
+        raised_on = min(row["window_to"] for row in rows)
+        since[(urn, upn)] = lookback_start(context.rules, context.calendar, raised_on, academic_year(raised_on))
+    series = await _series(conn, since)
+    held = set()
+    for pupil, rows in ending.items():
+        context = contexts[pupil[0]]
+        for row in rows:
+            then = [mark for mark in series.get(pupil, []) if mark.date <= row["window_to"]]
+            firings = evaluate(context.rules, then, context.calendar, academic_year(row["window_to"]))
+            if (row["rule_id"], row["step"]) in {(f.rule_id, f.step) for f in firings}:
+                held.add(row["id"])
+    return held
 
 
 def _alert_fields(

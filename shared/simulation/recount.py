@@ -6,12 +6,12 @@ and whether it is a possible session) and the school-day calendar are shared wit
 
 The platform evaluates a pupil's enrolment whenever its marks change, as of its latest mark; an
 alert is raised when a rule starts to hold, listing the sessions that made it fire, and ended
-when it stops: "retracted" when an amendment to one of the sessions it lists undid it, "cleared"
-otherwise (the alerts API's contract). The recount evaluates after every round of the plan (one
-session's registers, or at most one amendment per pupil). Its history of alerts is therefore the
-platform's when the plan is played one round at a time, each round applied before the next is
-sent (`drive(after_round=...)`). Only the national policy (the default for an LA that set none)
-is recounted.
+when it stops: "retracted" when, on the marks as they now stand, it would not have held on the
+day it was raised (an amendment undid the crossing), "cleared" otherwise. The recount evaluates
+after every round of the plan (one session's registers, or at most one amendment per pupil). Its
+history of alerts is therefore the platform's when the plan is played one round at a time, each
+round applied before the next is sent (`drive(after_round=...)`). Only the national policy (the
+default for an LA that set none) is recounted.
 
 The CME part follows the roll changes `generate` makes: deletions with or without a destination,
 admissions that find a child, and the continuous-absence alerts.
@@ -101,6 +101,7 @@ class Alert:
     rule_id: str
     status: str = "raised"  # then "cleared" (the condition ended) or "retracted" (an amendment undid it)
     sessions: frozenset[Session] = field(default=frozenset(), repr=False)  # those that made it fire
+    raised_on: date | None = None  # the day of the latest mark when it was raised
 
 
 @dataclass
@@ -140,7 +141,6 @@ class Recount:
 
     def apply(self, round_: Round) -> None:
         changed: set[Enrolment] = set()
-        amended: defaultdict[Enrolment, set[Session]] = defaultdict(set)
         for action in round_.actions:
             if isinstance(action, Register):
                 for upn, code, _ in action.marks():
@@ -149,26 +149,28 @@ class Recount:
             elif isinstance(action, Amendment):
                 self.marks[(action.urn, action.upn)][(action.date, action.session)] = action.code
                 changed.add((action.urn, action.upn))
-                amended[(action.urn, action.upn)].add((action.date, action.session))
             elif isinstance(action, Admission):
                 self._admit(action)
             elif isinstance(action, Deletion):
                 self._delete(action)
         for enrolment in sorted(changed):
-            self._evaluate(enrolment, amended[enrolment])
+            self._evaluate(enrolment)
 
-    def _evaluate(self, enrolment: Enrolment, amended: set[Session]) -> None:
+    def _evaluate(self, enrolment: Enrolment) -> None:
         holding = self._holding(enrolment)
         raised = self._raised[enrolment]
         for rule_id in [rule for rule in raised if rule not in holding]:
             alert = raised.pop(rule_id)
-            alert.status = "retracted" if amended & alert.sessions else "cleared"
+            held_then = rule_id in self._holding(enrolment, until=alert.raised_on)
+            alert.status = "cleared" if held_then else "retracted"
             self.events["attendance.alert.cleared"] += 1
             self._cme_alert_cleared(alert)
         for rule_id, sessions in holding.items():
             if rule_id in raised:
                 continue
-            alert = raised[rule_id] = Alert(*enrolment, rule_id, sessions=sessions)
+            alert = raised[rule_id] = Alert(
+                *enrolment, rule_id, sessions=sessions, raised_on=max(self.marks[enrolment])[0]
+            )
             self.alerts.append(alert)
             self.events["attendance.alert.raised"] += 1
             if rule_id in CASE_OPENING_RULES and enrolment not in self.cases:
@@ -183,29 +185,17 @@ class Recount:
         marks = self.marks[(urn, upn)]
         if not marks:
             return Figures()
-        year = _academic_year(max(marks)[0]) if year is None else year
-        counts: Counter[Category] = Counter()
-        for (day, _), code in marks.items():
-            entry = _entry(code, day)
-            if _academic_year(day) == year and entry.possible:
-                counts[entry.category] += 1
-        return Figures(
-            possible_sessions=counts.total(),
-            present_sessions=counts[Category.PRESENT],
-            approved_activity_sessions=counts[Category.APPROVED_ACTIVITY],
-            authorised_absence_sessions=counts[Category.AUTHORISED],
-            unauthorised_absence_sessions=counts[Category.UNAUTHORISED],
-        )
+        return _figures(marks, _academic_year(max(marks)[0]) if year is None else year)
 
-    def _holding(self, enrolment: Enrolment) -> dict[str, frozenset[Session]]:
-        """The national rules that hold for the enrolment as of its latest mark, in domain.md §4
-        order, each with the sessions that make it fire."""
-        marks = self.marks[enrolment]
+    def _holding(self, enrolment: Enrolment, until: date | None = None) -> dict[str, frozenset[Session]]:
+        """The national rules that hold for the enrolment as of its latest mark (up to `until`, on
+        the marks as they now stand), in domain.md §4 order, each with the sessions that make it fire."""
+        marks = {s: code for s, code in self.marks[enrolment].items() if until is None or s[0] <= until}
         as_of = max(marks)[0]
         school_days = self.school_days[enrolment[0]]
         up_to = bisect.bisect_right(school_days, as_of)  # school days up to as_of: school_days[:up_to]
         year_start = date(_academic_year(as_of), 8, 1)
-        year = self.figures(*enrolment)
+        year = _figures(marks, _academic_year(as_of))
         holding = {}
         absences = _sessions_since(marks, year_start, lambda entry: entry.possible and entry.is_absence)
         for rule_id, line in (("persistent_absence", PA_PERCENT), ("severe_absence", SA_PERCENT)):
@@ -313,6 +303,22 @@ def _entry(code: str, day: date) -> AttendanceCode:
 
 def _unauthorised(entry: AttendanceCode) -> bool:
     return entry.possible and entry.category is Category.UNAUTHORISED
+
+
+def _figures(marks: dict[Session, str], year: int) -> Figures:
+    """Academic year `year`'s figures from an enrolment's marks."""
+    counts: Counter[Category] = Counter()
+    for (day, _), code in marks.items():
+        entry = _entry(code, day)
+        if _academic_year(day) == year and entry.possible:
+            counts[entry.category] += 1
+    return Figures(
+        possible_sessions=counts.total(),
+        present_sessions=counts[Category.PRESENT],
+        approved_activity_sessions=counts[Category.APPROVED_ACTIVITY],
+        authorised_absence_sessions=counts[Category.AUTHORISED],
+        unauthorised_absence_sessions=counts[Category.UNAUTHORISED],
+    )
 
 
 def _sessions_since(

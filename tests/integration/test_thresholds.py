@@ -258,3 +258,57 @@ async def test_access_is_scoped_to_the_school_and_the_la(thresholds, school, tok
         bad = await own.get(f"/v1/schools/{urn}/pupils/A123/attendance")
         assert bad.status_code == 422 and bad.json()["type"].endswith("invalid-upn")
         assert (await own.put(f"/v1/policies/{TEST_LA}", json={"preset": "halton", "reason": "x"})).status_code == 403
+
+
+async def test_an_alert_whose_crossing_amendments_undid_is_retracted_whichever_amendment_ends_it(
+    registers, thresholds, school, new_upn
+):
+    """Ten unauthorised sessions raise the penalty notice threshold alert; two more follow. Two of
+    the ten are then amended to illness (twelve less two: still ten), and at last one of the two
+    later ones: the alert stops holding on an amendment to a session it did not list. As the marks
+    now stand it would never have held on the day it was raised: retracted, not cleared."""
+    urn, upn = school["urn"], new_upn()
+    unauthorised = {(day, session) for day in range(6) for session in ("AM", "PM")}  # days 0-4: ten; day 5: two
+
+    def code(index: int, session: str) -> str:
+        return "O" if (index, session) in unauthorised else present(session)
+
+    async with registers.client(school["token"]) as mis, thresholds.client(school["token"]) as http:
+        for index, day in enumerate(DAYS):
+            for session in ("AM", "PM"):
+                body = {
+                    "date": day.isoformat(),
+                    "session": session,
+                    "marks": [{"upn": upn, "code": code(index, session)}],
+                }
+                assert (await mis.post(f"/v1/schools/{urn}/registers", json=body)).status_code == 201
+            if index == 4:  # the tenth unauthorised session: raised before the later ones arrive
+
+                async def raised() -> dict[str, Any] | None:
+                    return (await alerts_for(http, upn)).get(("penalty_notice_threshold", ""))
+
+                alert = await eventually(raised, "the penalty notice threshold alert")
+        assert f"{DAYS[5].isoformat()} AM O" not in alert["sessions"]
+
+        async def amend(day: date, session: str) -> None:
+            response = await mis.post(
+                f"/v1/schools/{urn}/marks/{upn}/{day}/{session}/amendments",
+                json={"code": "I", "reason": "Medical evidence", "amended_by": {"name": "A", "position": "B"}},
+            )
+            assert response.status_code == 201, response.text
+
+        for number, (day, session) in enumerate([(DAYS[0], "AM"), (DAYS[0], "PM")], start=1):
+            await amend(day, session)
+            await eventually(lambda n=number: _unauthorised_is(http, urn, upn, 12 - n), f"amendment {number} applied")
+            assert ("penalty_notice_threshold", "") in await alerts_for(http, upn)  # twelve less two: still ten
+        await amend(DAYS[5], "AM")
+        ended = await eventually(lambda: alerts_for(http, upn, "retracted"), "the alert retracted")
+        assert ended[("penalty_notice_threshold", "")]["id"] == alert["id"]
+        assert ended[("penalty_notice_threshold", "")]["clear_reason"] == "retracted"
+
+
+async def _unauthorised_is(http, urn: str, upn: str, expected: int) -> bool:
+    figures = await http.get(
+        f"/v1/schools/{urn}/pupils/{upn}/attendance", params={"from": DAYS[0].isoformat(), "to": DAYS[-1].isoformat()}
+    )
+    return figures.json()["unauthorised_absence_sessions"] == expected
