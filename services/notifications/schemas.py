@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.asyncapi import DELIVERABLE_TOPICS
 from shared.events import EVENT_TYPES
-from shared.params import URN_PATTERN
+from shared.params import URN_PATTERN, RowId
 
 DELIVERABLE_TYPES = sorted(m.event_type for m in EVENT_TYPES.values() if m.topic in DELIVERABLE_TOPICS)
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -171,11 +171,11 @@ class DeliveryPage(BaseModel):
 class DeliveryFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subscription_id: int | None = None
+    subscription_id: RowId | None = None
     status: Literal["pending", "delivered", "dead", "cancelled"] | None = None
     event_type: str | None = None
     key: str | None = Field(None, description="The pupil's UPN")
-    cursor: int | None = Field(None, ge=1)
+    cursor: RowId | None = None
     limit: int = Field(100, ge=1, le=1000)
 
 

@@ -14,7 +14,7 @@ from shared.db import Session
 from shared.domain.calendar import academic_year as current_academic_year
 from shared.domain.thresholds import PRESETS, PolicyDocument
 from shared.errors import NotFound
-from shared.params import LaCodePath, UpnPath, UrnPath, valid_upn
+from shared.params import LaCodePath, RowId, UpnPath, UrnPath, valid_upn
 from shared.time import school_today
 
 router = APIRouter(prefix="/v1")
@@ -75,7 +75,7 @@ async def list_alerts(
 
 
 @router.get("/alerts/{alert_id}", tags=["alerts"], summary="One alert with its evidence")
-async def get_alert(alert_id: int, session: Session, principal: CurrentPrincipal) -> schemas.AlertOut:
+async def get_alert(alert_id: RowId, session: Session, principal: CurrentPrincipal) -> schemas.AlertOut:
     alert = await service.get_alert(session, alert_id)
     if not principal.can_access_school(alert.urn, alert.la_code):
         raise NotFound("alert", f"No alert {alert_id}.")  # do not reveal other schools' alerts
