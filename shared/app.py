@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from shared.observability import RequestContextMiddleware, configure_logging
+from shared.params import storable_text
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -134,6 +135,7 @@ def create_app(
         lifespan=lifespan,
         openapi_tags=[*(openapi_tags or []), {"name": "operations", "description": "Health, readiness, metrics"}],
         responses=PROBLEM_RESPONSES,
+        dependencies=[Depends(storable_text)],
     )
     app.state.settings = settings
     app.add_middleware(RequestContextMiddleware, service=settings.service_name)
