@@ -1,15 +1,16 @@
-"""Inputs every API shares: schools by URN, pupils by UPN, LAs by code (design.md), rows by id;
-and the check that no request carries text PostgreSQL cannot store."""
+"""Inputs every API shares: schools by URN, pupils by UPN, LAs by code (design.md), rows by id,
+instants; and the check that no request carries text PostgreSQL cannot store."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Path, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from shared.domain.upn import upn_error
 from shared.errors import Unprocessable
@@ -22,6 +23,18 @@ LA_CODE_PATTERN = r"^\d{3}$"
 BIGINT_MAX = 2**63 - 1
 RowId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 
+
+def _utc_exists(value: datetime) -> datetime:
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the instant is out of range once in UTC") from None
+    return value
+
+
+# An instant the database compares in UTC: 0001-01-01T00:00+14:00 parses, but has no UTC time.
+Instant = Annotated[datetime, AfterValidator(_utc_exists)]
 
 UrnPath = Annotated[str, Path(pattern=URN_PATTERN, description="School URN (6 digits)", examples=["100001"])]
 UpnPath = Annotated[str, Path(min_length=1, max_length=32, description="Pupil UPN (13 characters)")]

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.asyncapi import DELIVERABLE_TOPICS
 from shared.events import EVENT_TYPES
-from shared.params import URN_PATTERN, RowId
+from shared.params import URN_PATTERN, Instant, RowId
 
 DELIVERABLE_TYPES = sorted(m.event_type for m in EVENT_TYPES.values() if m.topic in DELIVERABLE_TOPICS)
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -126,7 +126,7 @@ class RotateIn(BaseModel):
 class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"since": "2026-01-05T08:00:00Z"}]})
 
-    since: datetime = Field(description="Deliver again every event this subscription received from this instant")
+    since: Instant = Field(description="Deliver again every event this subscription received from this instant")
 
 
 class AttemptOut(BaseModel):
