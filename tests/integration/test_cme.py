@@ -312,6 +312,10 @@ async def test_policy_per_la_sets_the_national_deadlines(registers, cme, token, 
         assert put.status_code == 200 and put.json()["version"] == 1, put.text
         typo = await http.put(f"/v1/cme/policies/{la}", json={"addition_dedline": "fifth_day"})
         assert typo.status_code == 422
+        # Counting ten million school days ran towards year 9999 and failed every later clock (500).
+        endless = await http.put(f"/v1/cme/policies/{la}", json={"addition_school_days": 10**7})
+        assert endless.status_code == 422, endless.text
+        assert [e["location"] for e in endless.json()["errors"]] == ["addition_school_days"]
         assert (await http.put(f"/v1/cme/policies/{TEST_LA}", json=body)).status_code == 403
     async with cme.client(school["token"]) as mis:
         friday = date(2026, 3, 6)
