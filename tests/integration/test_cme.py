@@ -173,8 +173,9 @@ async def test_unknown_or_missing_ground_and_other_bad_input_are_rejected_with_r
         await post(mis, f"{path}/admissions", admission(upn, TODAY - timedelta(days=5)), 201)
         early = await post(mis, f"{path}/deletions", deletion(upn, "died", TODAY - timedelta(days=10)), 422)
         assert early["type"].endswith("deleted-before-admitted")
-        bad_upn = await post(mis, f"{path}/admissions", admission(upn[:-1] + ("A" if upn[-1] != "A" else "B")), 422)
-        assert bad_upn["type"].endswith("invalid-upn") or "check" in bad_upn["detail"].lower()
+        # I is never a UPN's last character (a temporary UPN's letter, 1 time in 23, had a valid check letter).
+        bad_upn = await post(mis, f"{path}/admissions", admission(upn[:-1] + "I"), 422)
+        assert bad_upn["type"].endswith("invalid-upn")
         check_letter = await post(mis, f"{path}/admissions", admission(("B" if upn[0] == "A" else "A") + upn[1:]), 422)
         assert "check letter" in check_letter["detail"]
         born_later = await post(mis, f"{path}/admissions", admission(new_upn(), date_of_birth="2030-01-01"), 422)
