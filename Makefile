@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test audit bench bench-ingest bench-thresholds bench-casework bench-notifications lint clean
+.PHONY: run test audit bench bench-ingest bench-thresholds bench-casework bench-notifications fuzz lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -39,6 +39,11 @@ bench-casework: $(STAMP)
 
 bench-notifications: $(STAMP)
 	$(BIN)/python bench/notifications.py
+
+# The CI run of tests/integration/test_fuzz.py takes 5 examples per operation; a campaign takes more.
+FUZZ_EXAMPLES ?= 200
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/integration/test_fuzz.py --timeout 0 -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check shared services tests bench

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
@@ -23,6 +23,7 @@ from shared.audit import audit_router
 from shared.db import make_engine, make_sessionmaker
 from shared.errors import PROBLEM_MEDIA_TYPE, install_problem_handlers
 from shared.observability import PERIODIC_LAST_SUCCESS, RequestContextMiddleware, configure_logging
+from shared.params import storable_text
 from shared.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -161,6 +162,7 @@ def create_app(
             {"name": "operations", "description": "Health, readiness, metrics"},
         ],
         responses=PROBLEM_RESPONSES,
+        dependencies=[Depends(storable_text)],
     )
     app.state.settings = settings
     app.state.record_read_model = record_reads

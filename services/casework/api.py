@@ -16,7 +16,7 @@ from shared.auth import CurrentPrincipal, Principal, Role
 from shared.db import Session
 from shared.domain.casework import WORKFLOW_JSON, OpenCase, mermaid
 from shared.errors import NotFound
-from shared.params import valid_upn
+from shared.params import RowId, valid_upn
 from shared.time import school_today
 
 router = APIRouter(prefix="/v1")
@@ -86,7 +86,9 @@ async def search_cases(
 
 
 @router.get("/cases/{case_id}", tags=["cases"], summary="A case, with the events your role may attempt")
-async def get_case(case_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads) -> schemas.CaseOut:
+async def get_case(
+    case_id: RowId, session: Session, principal: CurrentPrincipal, reads: RecordReads
+) -> schemas.CaseOut:
     case = await _case(session, principal, case_id)
     reads.record_each([case])
     return service.case_out(case, principal)
@@ -99,7 +101,7 @@ async def get_case(case_id: int, session: Session, principal: CurrentPrincipal, 
     summary="Record evidence: a contact, a letter, a meeting, a review...",
 )
 async def record_action(
-    case_id: int,
+    case_id: RowId,
     body: schemas.ActionIn,
     request: Request,
     session: Session,
@@ -130,7 +132,7 @@ async def record_action(
     ),
 )
 async def apply_transition(
-    case_id: int,
+    case_id: RowId,
     body: schemas.TransitionIn,
     request: Request,
     session: Session,
@@ -144,7 +146,7 @@ async def apply_transition(
 
 @router.get("/cases/{case_id}/timeline", tags=["cases"], summary="Everything recorded on the case, in order")
 async def case_timeline(
-    case_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+    case_id: RowId, session: Session, principal: CurrentPrincipal, reads: RecordReads
 ) -> list[schemas.TimelineEntry]:
     case = await _case(session, principal, case_id)
     reads.record_each([case])
@@ -158,7 +160,7 @@ async def case_timeline(
     responses={200: {"content": {"text/html": {}}}},
 )
 async def evidence(
-    case_id: int,
+    case_id: RowId,
     session: Session,
     principal: CurrentPrincipal,
     reads: RecordReads,

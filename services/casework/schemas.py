@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain.casework import EVENTS, ActionKind, CaseState
-from shared.params import LA_CODE_PATTERN, URN_PATTERN
+from shared.params import LA_CODE_PATTERN, URN_PATTERN, RowId
 
 
 class CaseOpenIn(BaseModel):
@@ -52,7 +52,7 @@ class CaseFilters(BaseModel):
     upn: str | None = Field(None, min_length=13, max_length=13)
     state: CaseState | None = None
     overdue: bool = Field(False, description="Only cases with an overdue clock")
-    cursor: int | None = Field(None, ge=1)
+    cursor: RowId | None = None
     limit: int = Field(50, ge=1, le=500)
 
 

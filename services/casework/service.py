@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -350,6 +350,13 @@ async def record_action(
                 {"location": ".".join(map(str, e["loc"])), "message": e["msg"], "type": e["type"]} for e in exc.errors()
             ],
         ) from None
+    # As for roll returns: nothing is recorded as happening, or planned, more than a year ahead (clocks
+    # counted from a date near year 9999 would overflow).
+    latest = school_today() + timedelta(days=366)
+    dates = [("occurred_on", body.occurred_on), *details]
+    ahead = [name for name, value in dates if isinstance(value, date) and value > latest]
+    if ahead:
+        raise Unprocessable("evidence-too-far-ahead", f"More than a year ahead: {', '.join(ahead)}.")
     action = await _record(session, case, body.kind, body.occurred_on, details, principal.subject, actor)
     case.updated_at = datetime.now(UTC)
     try:

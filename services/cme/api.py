@@ -16,7 +16,7 @@ from shared.auth import CurrentPrincipal, Forbidden, Principal, Role
 from shared.db import Session
 from shared.domain.roll import DELETION_GROUNDS, NotificationPolicy
 from shared.errors import NotFound
-from shared.params import LaCodePath, UpnPath, UrnPath, valid_upn
+from shared.params import LaCodePath, RowId, UpnPath, UrnPath, valid_upn
 
 router = APIRouter(prefix="/v1")
 
@@ -79,7 +79,7 @@ async def list_admissions(
     session: Session,
     principal: CurrentPrincipal,
     on_roll: Annotated[bool, Query(description="Only pupils still on roll")] = True,
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[RowId | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     await _school(session, principal, urn)
@@ -89,7 +89,7 @@ async def list_admissions(
 
 @router.get("/schools/{urn}/admissions/{admission_id}", tags=["roll"], summary="One admission, with its audit trail")
 async def get_admission(
-    urn: UrnPath, admission_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+    urn: UrnPath, admission_id: RowId, session: Session, principal: CurrentPrincipal, reads: RecordReads
 ) -> dict[str, Any]:
     await _school(session, principal, urn)
     entry = await service.get_admission(session, urn, admission_id)
@@ -138,7 +138,7 @@ async def post_deletion(
 
 @router.get("/schools/{urn}/deletions/{deletion_id}", tags=["roll"], summary="One deletion, with its audit trail")
 async def get_deletion(
-    urn: UrnPath, deletion_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+    urn: UrnPath, deletion_id: RowId, session: Session, principal: CurrentPrincipal, reads: RecordReads
 ) -> dict[str, Any]:
     await _school(session, principal, urn)
     deletion = await service.get_deletion(session, urn, deletion_id)
@@ -316,7 +316,7 @@ async def cme_register(
 
 @router.get("/cme/cases/{case_id}", tags=["cme"], summary="A CME case with its enquiries and log")
 async def get_case(
-    case_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+    case_id: RowId, session: Session, principal: CurrentPrincipal, reads: RecordReads
 ) -> schemas.CaseDetail:
     case = await _case(session, principal, case_id)
     reads.record_each([case])
@@ -330,7 +330,7 @@ async def get_case(
     summary="Log a reasonable enquiry (by the school or the LA, from the credential)",
 )
 async def log_enquiry(
-    case_id: int, body: schemas.EnquiryIn, request: Request, session: Session, principal: CurrentPrincipal
+    case_id: RowId, body: schemas.EnquiryIn, request: Request, session: Session, principal: CurrentPrincipal
 ) -> schemas.EnquiryOut:
     case = await _case(session, principal, case_id)
     enquiry = await service.log_enquiry(session, _settings(request), case, body, principal)
@@ -339,7 +339,7 @@ async def log_enquiry(
 
 @router.post("/cme/cases/{case_id}/close", tags=["cme"], summary="Close a case with where the child is now")
 async def close_case(
-    case_id: int, body: schemas.CaseCloseIn, request: Request, session: Session, principal: CurrentPrincipal
+    case_id: RowId, body: schemas.CaseCloseIn, request: Request, session: Session, principal: CurrentPrincipal
 ) -> schemas.CaseOut:
     case = await _case(session, principal, case_id)
     return schemas.CaseOut.model_validate(await service.close_case(session, _settings(request), case, body, principal))

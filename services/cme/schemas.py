@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain.roll import CmeOutcome, EnquiryMethod, EnquiryOutcome, NotificationPolicy
-from shared.params import LA_CODE_PATTERN, URN_PATTERN
+from shared.params import LA_CODE_PATTERN, URN_PATTERN, RowId
 
 NcYear = Literal["N1", "N2", "R", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14"]
 UPN_FIELD = Field(min_length=13, max_length=13, description="Unique Pupil Number (check letter validated)")
@@ -359,7 +359,7 @@ class CaseFilters(BaseModel):
     urn: str | None = Field(None, pattern=URN_PATTERN)
     upn: str | None = Field(None, min_length=13, max_length=13)
     status: Literal["open", "closed"] | None = None
-    cursor: int | None = Field(None, ge=1)
+    cursor: RowId | None = None
     limit: int = Field(50, ge=1, le=500)
 
 

@@ -15,7 +15,7 @@ from shared.audit import RecordReads
 from shared.auth import CurrentPrincipal, Role
 from shared.db import Session
 from shared.errors import Conflict, NotFound, Problem
-from shared.params import LaCodePath
+from shared.params import LaCodePath, RowId
 from shared.time import school_today
 
 router = APIRouter(prefix="/v1")
@@ -46,7 +46,9 @@ async def subscriptions(session: Session, principal: CurrentPrincipal) -> list[s
 
 
 @router.get("/subscriptions/{subscription_id}", tags=["subscriptions"], summary="One subscription (never its secret)")
-async def subscription(subscription_id: int, session: Session, principal: CurrentPrincipal) -> schemas.SubscriptionOut:
+async def subscription(
+    subscription_id: RowId, session: Session, principal: CurrentPrincipal
+) -> schemas.SubscriptionOut:
     return schemas.SubscriptionOut.model_validate(await service.get_subscription(session, subscription_id, principal))
 
 
@@ -56,7 +58,7 @@ async def subscription(subscription_id: int, session: Session, principal: Curren
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Unsubscribe; pending deliveries are cancelled",
 )
-async def unsubscribe(subscription_id: int, session: Session, principal: CurrentPrincipal) -> Response:
+async def unsubscribe(subscription_id: RowId, session: Session, principal: CurrentPrincipal) -> Response:
     principal.require_role(Role.LA_SYSTEM, Role.LA_OFFICER, Role.OPS)
     await service.delete_subscription(session, await service.get_subscription(session, subscription_id, principal))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -70,7 +72,7 @@ async def unsubscribe(subscription_id: int, session: Session, principal: Current
     "signatures (new and old), so the receiver can switch to the new secret whenever it is ready.",
 )
 async def rotate(
-    subscription_id: int, body: schemas.RotateIn, request: Request, session: Session, principal: CurrentPrincipal
+    subscription_id: RowId, body: schemas.RotateIn, request: Request, session: Session, principal: CurrentPrincipal
 ) -> schemas.SubscriptionCreated:
     principal.require_role(Role.LA_SYSTEM, Role.OPS)
     subscription = await service.get_subscription(session, subscription_id, principal)
@@ -84,7 +86,7 @@ async def rotate(
     summary="Deliver again every event since an instant (same webhook-ids: receivers can dedupe)",
 )
 async def replay(
-    subscription_id: int, body: schemas.ReplayIn, session: Session, principal: CurrentPrincipal
+    subscription_id: RowId, body: schemas.ReplayIn, session: Session, principal: CurrentPrincipal
 ) -> dict[str, int]:
     subscription = await service.get_subscription(session, subscription_id, principal)
     return {"queued": await service.replay(session, subscription, body.since)}
@@ -97,7 +99,7 @@ async def replay(
     summary="Send the worklist digest now (it also goes daily after DIGEST_HOUR)",
 )
 async def send_digest(
-    subscription_id: int, request: Request, session: Session, principal: CurrentPrincipal
+    subscription_id: RowId, request: Request, session: Session, principal: CurrentPrincipal
 ) -> schemas.DeliveryOut:
     subscription = await service.get_subscription(session, subscription_id, principal)
     if not subscription.digest:
@@ -123,7 +125,7 @@ async def deliveries(
 
 
 @router.get("/deliveries/{delivery_id}", tags=["deliveries"], summary="A delivery with every attempt")
-async def delivery(delivery_id: int, session: Session, principal: CurrentPrincipal) -> schemas.DeliveryDetail:
+async def delivery(delivery_id: RowId, session: Session, principal: CurrentPrincipal) -> schemas.DeliveryDetail:
     return await service.delivery_detail(session, await service.get_delivery(session, delivery_id, principal))
 
 
@@ -133,7 +135,7 @@ async def delivery(delivery_id: int, session: Session, principal: CurrentPrincip
     status_code=status.HTTP_202_ACCEPTED,
     summary="Send a dead (or delivered) delivery again",
 )
-async def redeliver(delivery_id: int, session: Session, principal: CurrentPrincipal) -> schemas.DeliveryOut:
+async def redeliver(delivery_id: RowId, session: Session, principal: CurrentPrincipal) -> schemas.DeliveryOut:
     row = await service.redeliver(session, await service.get_delivery(session, delivery_id, principal))
     return schemas.DeliveryOut.model_validate(row)
 
@@ -154,9 +156,9 @@ async def asyncapi() -> dict[str, Any]:
 async def letters(
     session: Session,
     principal: CurrentPrincipal,
-    case_id: int | None = None,
+    case_id: RowId | None = None,
     status: Annotated[str | None, Query(pattern="^(pending|ready|sent|failed)$")] = None,
-    cursor: Annotated[int | None, Query(ge=1)] = None,
+    cursor: Annotated[RowId | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> schemas.LetterPage:
     rows, next_cursor = await service.search_letters(session, principal, case_id, status, cursor, limit)
@@ -165,7 +167,7 @@ async def letters(
 
 @router.get("/letters/{letter_id}", tags=["letters"], summary="A letter's state")
 async def letter(
-    letter_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+    letter_id: RowId, session: Session, principal: CurrentPrincipal, reads: RecordReads
 ) -> schemas.LetterOut:
     row = await service.get_letter(session, letter_id, principal)
     reads.record_each([row])
@@ -179,7 +181,7 @@ async def letter(
     responses={200: {"content": {"application/pdf": {}, "text/html": {}}}},
 )
 async def letter_document(
-    letter_id: int,
+    letter_id: RowId,
     session: Session,
     principal: CurrentPrincipal,
     reads: RecordReads,
@@ -204,7 +206,7 @@ async def letter_document(
     summary="Confirm the letter was posted: recorded on the case as evidence (letter_sent)",
 )
 async def letter_sent(
-    letter_id: int,
+    letter_id: RowId,
     body: schemas.LetterSentIn,
     request: Request,
     session: Session,

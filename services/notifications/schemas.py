@@ -7,11 +7,12 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
+import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.asyncapi import DELIVERABLE_TOPICS
 from shared.events import EVENT_TYPES
-from shared.params import URN_PATTERN
+from shared.params import URN_PATTERN, Instant, RowId
 
 DELIVERABLE_TYPES = sorted(m.event_type for m in EVENT_TYPES.values() if m.topic in DELIVERABLE_TOPICS)
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -20,6 +21,20 @@ EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 def matches(pattern: str, event_type: str) -> bool:
     """An event type filter: exact, or a prefix ending in `.*` (e.g. `cme.*`)."""
     return event_type == pattern or (pattern.endswith(".*") and event_type.startswith(pattern[:-1]))
+
+
+def _url_problem(url: str) -> str | None:
+    """Why deliveries could not be POSTed to `url`, read as the dispatcher's client reads it: that
+    client refuses some URLs only when sending, and a port out of range only when connecting."""
+    if not re.match(r"^https?://[^\s/]+", url):
+        return "url must be an absolute http(s) URL"
+    try:
+        port = httpx.URL(url).port
+    except httpx.InvalidURL as exc:
+        return f"url is not a valid URL: {exc}"
+    if port is not None and not 0 < port < 65536:
+        return f"url's port {port} is not 1-65535"
+    return None
 
 
 class SubscriptionIn(BaseModel):
@@ -84,8 +99,9 @@ class SubscriptionIn(BaseModel):
         if self.channel == "webhook":
             if not self.url or self.email:
                 raise ValueError("a webhook subscription needs url (and no email)")
-            if not re.match(r"^https?://[^\s/]+", self.url):
-                raise ValueError("url must be an absolute http(s) URL")
+            problem = _url_problem(self.url)
+            if problem:
+                raise ValueError(problem)
         elif not self.email or self.url or not EMAIL_PATTERN.match(self.email):
             raise ValueError("an email subscription needs a valid email (and no url)")
         return self
@@ -126,7 +142,7 @@ class RotateIn(BaseModel):
 class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"since": "2026-01-05T08:00:00Z"}]})
 
-    since: datetime = Field(description="Deliver again every event this subscription received from this instant")
+    since: Instant = Field(description="Deliver again every event this subscription received from this instant")
 
 
 class AttemptOut(BaseModel):
@@ -171,11 +187,11 @@ class DeliveryPage(BaseModel):
 class DeliveryFilters(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    subscription_id: int | None = None
+    subscription_id: RowId | None = None
     status: Literal["pending", "delivered", "dead", "cancelled"] | None = None
     event_type: str | None = None
     key: str | None = Field(None, description="The pupil's UPN")
-    cursor: int | None = Field(None, ge=1)
+    cursor: RowId | None = None
     limit: int = Field(100, ge=1, le=1000)
 
 

@@ -700,8 +700,16 @@ class LetterRenderer:
                 today=school_today(),
                 attendance=attendance,
             )
-            letter.html = letters.render_letter(letter.kind, context, template.body if template else None)
-            letter.pdf = letters.html_to_pdf(letter.html)
+            try:
+                html = letters.render_letter(letter.kind, context, template.body if template else None)
+                pdf = letters.html_to_pdf(html)
+            except Exception as exc:
+                # An LA template that printed its sample but not this letter fails this letter alone
+                # (raised, it rolled back the whole batch, again at every poll, for every LA).
+                letter.attempts += 1
+                letter.status, letter.last_error = "failed", f"{type(exc).__name__}: {exc}"[:500]
+                continue
+            letter.html, letter.pdf = html, pdf
             letter.template_version = template.version if template else 0
             letter.status, letter.rendered_at, letter.last_error = "ready", _now(), None
             count += 1

@@ -16,7 +16,7 @@ from shared.auth import CurrentPrincipal, Principal, Role, issue_token
 from shared.db import Session
 from shared.domain.calendar import academic_year, academic_year_bounds
 from shared.errors import Problem, Unprocessable
-from shared.params import UpnPath, UrnPath, valid_upn
+from shared.params import BIGINT_MAX, UpnPath, UrnPath, valid_upn
 from shared.time import school_today
 
 SessionPath = Annotated[schemas.SessionName, Path(description="AM or PM")]
@@ -143,7 +143,7 @@ async def mark_changes(
     urn: UrnPath,
     session: Session,
     principal: CurrentPrincipal,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[int, Query(ge=0, le=BIGINT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> schemas.ChangeFeed:
     await _school_for(session, principal, urn)

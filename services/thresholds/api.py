@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -15,7 +15,7 @@ from shared.db import Session
 from shared.domain.calendar import academic_year as current_academic_year
 from shared.domain.thresholds import PRESETS, PolicyDocument
 from shared.errors import NotFound
-from shared.params import LaCodePath, UpnPath, UrnPath, valid_upn
+from shared.params import Instant, LaCodePath, RowId, UpnPath, UrnPath, valid_upn
 from shared.time import school_today
 
 router = APIRouter(prefix="/v1")
@@ -53,7 +53,7 @@ async def pupil_attendance(
     from_: Annotated[date | None, Query(alias="from", description="First day of the period")] = None,
     to: Annotated[date | None, Query(description="Last day of the period")] = None,
     as_of: Annotated[
-        datetime | None, Query(description="Figures as known at this instant (ISO 8601 with offset)")
+        Instant | None, Query(description="Figures as known at this instant (ISO 8601 with offset)")
     ] = None,
 ) -> schemas.Attendance:
     valid_upn(upn)
@@ -85,7 +85,7 @@ async def list_alerts(
 
 @router.get("/alerts/{alert_id}", tags=["alerts"], summary="One alert with its evidence")
 async def get_alert(
-    alert_id: int, session: Session, principal: CurrentPrincipal, reads: RecordReads
+    alert_id: RowId, session: Session, principal: CurrentPrincipal, reads: RecordReads
 ) -> schemas.AlertOut:
     alert = await service.get_alert(session, alert_id)
     if not principal.can_access_school(alert.urn, alert.la_code):

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.domain.thresholds import PRESETS, RULE_IDS, PolicyDocument
+from shared.params import RowId
 
 
 class Attendance(BaseModel):
@@ -68,7 +69,7 @@ class AlertFilters(BaseModel):
     upn: str | None = Field(None, min_length=13, max_length=13)
     rule: Literal[RULE_IDS] | None = None  # type: ignore[valid-type]
     status: AlertStatus | None = None
-    cursor: int | None = Field(None, ge=1)
+    cursor: RowId | None = None
     limit: int = Field(50, ge=1, le=500)
 
 

@@ -573,7 +573,7 @@ async def pupil_attendance(
     start = start or year_start
     end = end or min(today, year_end)
     if end < start:
-        raise Unprocessable("period", [{"location": "to", "message": f"to ({end}) is before from ({start})"}])
+        raise Unprocessable("invalid-period", f"to ({end}) is before from ({start})")
     rows = await conn.fetch(
         f"SELECT DISTINCT ON (date, session) code, category, possible FROM {SCHEMA}.mark_versions "
         "WHERE urn = $1 AND upn = $2 AND date BETWEEN $3 AND $4 AND ($5::timestamptz IS NULL OR recorded_at <= $5) "

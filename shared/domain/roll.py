@@ -197,6 +197,11 @@ def _ground(ground: DeletionGround | str) -> DeletionGround:
 # --- notification policy and clocks ----------------------------------------------------------
 
 
+# School days in an English school year: no return may be given longer (a deadline of millions of
+# school days was counted day by day towards year 9999 before failing).
+SCHOOL_YEAR_DAYS: Final = 190
+
+
 class NotificationPolicy(BaseModel):
     """When schools must tell the LA of each addition to and deletion from their admission register.
 
@@ -215,7 +220,10 @@ class NotificationPolicy(BaseModel):
         "calendar day after that day (Regs 2024 reg 13(1), as worded).",
     )
     addition_school_days: int = Field(
-        1, ge=1, description="School days allowed for a new pupil return under 'school_days' (seed 000: 1)."
+        1,
+        ge=1,
+        le=SCHOOL_YEAR_DAYS,
+        description="School days allowed for a new pupil return under 'school_days' (seed 000: 1).",
     )
     deletion_deadline: Literal["school_days", "deletion_date"] = Field(
         "school_days",
@@ -225,7 +233,10 @@ class NotificationPolicy(BaseModel):
         "no later than the deletion).",
     )
     deletion_school_days: int = Field(
-        1, ge=1, description="School days allowed for a deletion return under 'school_days' (seed 000: 1)."
+        1,
+        ge=1,
+        le=SCHOOL_YEAR_DAYS,
+        description="School days allowed for a deletion return under 'school_days' (seed 000: 1).",
     )
     applies_to: Literal["all_schools", "independent_or_without_data_sharing"] = Field(
         "all_schools",

@@ -265,6 +265,32 @@ async def test_two_officers_on_one_case_cannot_lose_an_update(casework, school, 
         assert len(notes) == 1  # the refused one left no trace
 
 
+async def test_evidence_more_than_a_year_ahead_is_refused(casework, school, new_upn):
+    """A meeting held near year 9999 started a review clock past the end of the calendar (500)."""
+    urn, upn = school["urn"], new_upn()
+    far = "9999-12-30"
+    meeting = {
+        "held_on": far,
+        "attendees": ["mother"],
+        "actions": ["daily call"],
+        "target_percent": 90,
+        "target_from": far,
+        "target_to": "9999-12-31",
+    }
+    async with casework.client(school["token"]) as http:
+        case = (await open_case(http, urn, upn)).json()
+        response = await http.post(
+            f"/v1/cases/{case['id']}/actions",
+            json={"kind": "school_attendance_meeting", "occurred_on": far, "details": meeting},
+        )
+        timeline = (await http.get(f"/v1/cases/{case['id']}/timeline")).json()
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["type"] == "/problems/evidence-too-far-ahead"
+    assert problem["detail"] == "More than a year ahead: occurred_on, held_on, target_from, target_to."
+    assert [e["kind"] for e in timeline if e["what"] == "evidence"] == []
+
+
 async def test_clocks_fall_due_and_overdue_with_events(casework, school, new_upn, broker, database_url):
     from sqlalchemy import text
 

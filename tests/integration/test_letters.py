@@ -12,6 +12,7 @@ from shared.auth import Role
 from shared.domain.calendar import academic_year, academic_year_bounds
 from shared.time import school_today
 from tests.conftest import eventually
+from tests.integration.test_casework import open_case
 from tests.integration.test_cme import new_school, post, school_days
 
 # The first Monday of this school year (the letter reports the year to date); pytest runs after
@@ -34,6 +35,9 @@ async def test_stage_letter_rendered_with_figures_and_recorded_as_evidence(
         assert bad.status_code == 422 and "'pupil_name' is undefined" in bad.json()["detail"]
         unsafe = await http.put(f"/v1/letter-templates/{la}/stage_1", json={"body": "{{ figures.__class__ }}"})
         assert unsafe.status_code == 422
+        # The PDF's font prints Latin-1 only: such a template gave HTML, then no letter ever.
+        unprintable = await http.put(f"/v1/letter-templates/{la}/stage_1", json={"body": "<p>\u0175</p>"})
+        assert unprintable.status_code == 422 and "helvetica" in unprintable.json()["detail"]
         put = await http.put(f"/v1/letter-templates/{la}/stage_1", json={"body": STAGE_1_TEMPLATE})
         assert put.status_code == 200 and put.json()["version"] == 1, put.text
         assert (await http.put("/v1/letter-templates/801/stage_1", json={"body": STAGE_1_TEMPLATE})).status_code == 403
@@ -89,3 +93,48 @@ async def test_stage_letter_rendered_with_figures_and_recorded_as_evidence(
     other_school = token(Role.SCHOOL, urns={"999998"})
     async with notifications.client(other_school) as http:
         assert (await http.get(f"/v1/letters/{letter['id']}")).status_code == 404
+
+
+async def test_a_letter_its_template_cannot_print_fails_alone(
+    registers, thresholds, casework, cme, notifications, token, new_urn, new_upn
+):
+    """Rendering ran a batch of letters in one transaction: one that failed rolled it back, again at
+    every poll, and no letter of any LA was rendered any more."""
+    # Prints its sample (120 sessions possible), not a letter with other figures.
+    template = (
+        '{% extends "_base.html.j2" %}'
+        "{% block body %}{% if figures.possible_sessions != 120 %}\u0175{% endif %}{% endblock %}"
+    )
+    letters: dict[str, dict[str, Any]] = {}
+    for la in ("841", "842"):
+        school = await new_school(registers, cme, token, new_urn, la_code=la)
+        officer = token(Role.LA_OFFICER, la_code=la)
+        async with thresholds.client(officer) as http:
+
+            async def known(http: Any = http, urn: str = school["urn"]) -> bool:
+                return (await http.get(f"/v1/schools/{urn}/attendance")).status_code == 200
+
+            await eventually(known, f"school {school['urn']} to reach thresholds")
+        if la == "841":
+            async with notifications.client(officer) as http:
+                put = await http.put(f"/v1/letter-templates/{la}/stage_1", json={"body": template})
+                assert put.status_code == 200, put.text
+        async with casework.client(officer) as http:
+            await open_case(http, school["urn"], new_upn())
+        async with notifications.client(officer) as http:
+
+            async def asked(http: Any = http) -> list[dict[str, Any]]:
+                return (await http.get("/v1/letters")).json()["items"]
+
+            [letters[la]] = await eventually(asked, f"LA {la}'s Stage 1 letter")
+
+    async def settled() -> dict[str, dict[str, Any]]:
+        found = {}
+        for la, letter in letters.items():
+            async with notifications.client(token(Role.LA_OFFICER, la_code=la)) as http:
+                found[la] = (await http.get(f"/v1/letters/{letter['id']}")).json()
+        return found if all(f["status"] != "pending" for f in found.values()) else {}
+
+    found = await eventually(settled, "both letters rendered or failed", timeout=30)
+    assert (found["841"]["status"], found["842"]["status"]) == ("failed", "ready")
+    assert "helvetica" in found["841"]["last_error"]

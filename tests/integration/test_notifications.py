@@ -341,3 +341,16 @@ async def test_subscriptions_are_scoped_and_validated(notifications, la, token, 
         assert (await anonymous.get("/v1/subscriptions")).status_code == 401
         served = await anonymous.get("/v1/asyncapi.json")
         assert served.status_code == 200 and served.json() == asyncapi_document()
+
+
+async def test_webhook_urls_the_dispatcher_cannot_post_to_are_refused(notifications, la):
+    """Stored, each failed its delivery attempts with an error the dispatcher does not catch: no
+    attempt was recorded, so the delivery was never dead-lettered and the pupil's later events waited
+    behind it for good (and, where only https endpoints are allowed, the bracketless IPv6 was a 500)."""
+    good = {"url": "http://127.0.0.1:9/hook", "event_types": ["cme.*"]}
+    async with notifications.client(la["system"]) as http:
+        for url in ("http://127.0.0.1:99999/hook", "https://[::1/hook", "https://hooks\x01.example.org/hook"):
+            response = await http.post("/v1/subscriptions", json=good | {"url": url})
+            assert response.status_code == 422, (url, response.text)
+            assert response.json()["errors"][0]["location"] == "body", url
+        assert (await http.get("/v1/subscriptions")).json() == []

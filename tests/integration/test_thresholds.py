@@ -193,6 +193,23 @@ async def test_as_of_shows_what_was_known_before_an_amendment(registers, thresho
         assert then.json()["authorised_absence_sessions"] == 0
 
 
+async def test_a_period_ending_before_it_starts_is_a_problem_whose_detail_is_text(thresholds, school, new_upn):
+    urn, upn = school["urn"], new_upn()
+    period = {"from": DAYS[1].isoformat(), "to": DAYS[0].isoformat()}
+    async with thresholds.client(school["token"]) as http:
+
+        async def answered() -> Any:
+            response = await http.get(f"/v1/schools/{urn}/pupils/{upn}/attendance", params=period)
+            return None if response.status_code == 404 else response  # the school is yet to reach thresholds
+
+        response = await eventually(answered, f"school {urn} to reach thresholds")
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "/problems/invalid-period"
+    assert problem["detail"] == f"to ({DAYS[0]}) is before from ({DAYS[1]})"
+
+
 async def test_policy_change_reevaluates_the_las_pupils(registers, thresholds, token, new_urn):
     la_code = "898"
     urn = new_urn()

@@ -69,12 +69,13 @@ def render_letter(kind: str, context: Mapping[str, Any], override: str | None = 
 
 
 def template_error(kind: str, body: str) -> str | None:
-    """Why an LA's template would not render (syntax, an unknown variable, a sandbox violation)."""
+    """Why an LA's template would not give a letter (syntax, an unknown variable, a sandbox
+    violation, or text the PDF's font cannot print)."""
     try:
-        render_letter(kind, SAMPLE_CONTEXT | {"title": LETTER_KINDS[kind]}, body)
+        html_to_pdf(render_letter(kind, SAMPLE_CONTEXT | {"title": LETTER_KINDS[kind]}, body))
     except TemplateError as exc:
         return f"{type(exc).__name__}: {exc}"
-    except Exception as exc:  # the sandbox raises plain errors for some unsafe calls
+    except Exception as exc:  # the sandbox raises plain errors for some unsafe calls, fpdf for unprintable text
         return f"{type(exc).__name__}: {exc}"
     return None
 
