@@ -39,7 +39,7 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "5"))
-FUZZ_LA = "870"  # no other test uses it: what the fuzzer writes (policies, subscriptions...) stays here
+FUZZ_LA = "875"  # no other test uses it: what the fuzzer writes (policies, subscriptions...) stays here
 PUPIL = make_upn(int(FUZZ_LA), 2025, 25, 1)
 
 # Who calls each service: the roles its operations are for, so that requests get past the role checks.
