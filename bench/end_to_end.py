@@ -285,26 +285,17 @@ def print_summary(s: dict[str, Any]) -> None:
             f"ratios       end to end / raw upsert {s['ratios']['to_raw_upsert']:.3f}; "
             f"end to end / raw produce {s['ratios']['to_raw_produce']:.3f}"
         )
-    say("-" * 100)
-    for name, measured, ok in s["targets"]:
-        say(f"target       [{'PASS' if ok else 'FAIL'}] {name}: measured {measured}")
-    say(bar)
+    thresholds.print_targets(s)
 
 
 def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]:
     from shared.cli import SERVICES
-    from shared.migrations import upgrade
 
     infra = Infra(jwt_secret=secrets.token_urlsafe(48))
     busy_before = ingest.background_load()
     plan = simulated_la(args)
     rows = register_rows(plan)
-    ingest.start_postgres(args, infra, cleanup)
-    ingest.create_database(infra, cleanup)
-    for name in SERVICES:  # create_database migrates the registers schema only
-        upgrade(name, infra.database_url)
-    say(f"PostgreSQL: {infra.postgres_source}; database {infra.database_name} created and migrated")
-    ingest.start_broker(infra, tmp, cleanup)
+    thresholds.start_infrastructure(args, infra, tmp, cleanup)
     services = {name: thresholds.start_service(name, infra, tmp, cleanup, args.workers) for name in SERVICES}
     say(f"Tansu on {infra.bootstrap}; " + ", ".join(f"{s.name} on {s.url}" for s in services.values()))
     ingest.run_async(ingest.wait_for_topic(infra.bootstrap, thresholds.MARKS_TOPIC, 60))

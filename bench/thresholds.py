@@ -503,24 +503,33 @@ def print_summary(s: dict[str, Any]) -> None:
         for error in lat["errors"]:
             say(f"ERROR        {error}")
         print_cpu(lat["cpu"])
+    print_targets(s)
+
+
+def print_targets(s: dict[str, Any]) -> None:
     say("-" * 100)
     for name, measured, ok in s["targets"]:
         say(f"target       [{'PASS' if ok else 'FAIL'}] {name}: measured {measured}")
-    say(bar)
+    say("=" * 100)
 
 
-def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]:
+def start_infrastructure(args: argparse.Namespace, infra: Infra, tmp: Path, cleanup: Cleanup) -> None:
+    """PostgreSQL with a fresh database, every service's schema migrated, and a Tansu broker."""
     from shared.cli import SERVICES
     from shared.migrations import upgrade
 
-    infra = Infra(jwt_secret=secrets.token_urlsafe(48))
-    busy_before = ingest.background_load()
     ingest.start_postgres(args, infra, cleanup)
     ingest.create_database(infra, cleanup)
     for name in SERVICES:  # create_database migrates the registers schema only
         upgrade(name, infra.database_url)
     say(f"PostgreSQL: {infra.postgres_source}; database {infra.database_name} created and migrated")
     ingest.start_broker(infra, tmp, cleanup)
+
+
+def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]:
+    infra = Infra(jwt_secret=secrets.token_urlsafe(48))
+    busy_before = ingest.background_load()
+    start_infrastructure(args, infra, tmp, cleanup)
     services = {
         name: start_service(name, infra, tmp, cleanup, args.workers if name == "thresholds" else 1)
         for name in ("registers", "thresholds")
