@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import platform
 import random
 import secrets
 import sys
@@ -24,7 +23,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: bench/ is on the path, the repository is not
@@ -293,7 +291,7 @@ async def measure_latency(args: argparse.Namespace, infra: Infra, services: dict
 def print_summary(s: dict[str, Any]) -> None:
     env, c, bar = s["environment"], s["config"], "=" * 100
     say(f"\n{bar}\nCASEWORK BENCHMARK SUMMARY\n{bar}")
-    say(f"code         commit {env['code']}; {env['cpus']} CPUs, Python {env['python']}, {env['platform']}")
+    say(f"code         commit {env['code']}; {env['cpus']} CPUs, {env['python']}, {env['platform']}")
     say(f"PostgreSQL   {env['postgres_source']}; {env['postgres_durability']}. Kafka: Tansu (in memory)")
     say(f"casework     {c['workers']} process(es); consumer batches of at most {env['consumer_batch_size']} events")
     if env["machine_busy_before_start_pct"] > 20:
@@ -344,18 +342,9 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
     say(f"Tansu on {infra.bootstrap}; casework on {services['casework'].url}")
     ingest.run_async(ingest.wait_for_topic(infra.bootstrap, ALERTS_TOPIC, 60))
     ingest.run_async(announce_schools(args, infra, services["casework"]))
-    summary: dict[str, Any] = {
-        "benchmark": "casework",
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": vars(args),
-        "environment": {"code": ingest.code_version(), "cpus": psutil.cpu_count(), "python": platform.python_version()},
-    }
-    summary["environment"] |= {"platform": platform.platform(terse=True), "postgres_source": infra.postgres_source}
+    summary = thresholds.summary_head("casework", args, infra, busy_before)
     summary["environment"] |= {
-        "postgres_durability": ingest.describe_durability(infra.postgres_settings),
-        "postgres_settings": infra.postgres_settings,
         "consumer_batch_size": PlatformSettings().consumer_batch_size,
-        "machine_busy_before_start_pct": busy_before,
     }
     if args.phase in ("both", "throughput"):
         summary["throughput"] = measure_throughput(args, infra, services)

@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import platform
 import re
 import secrets
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -319,19 +318,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
         ingest.stop_process_group(service.process)
     raw = None if args.skip_raw else raw_limits(args, infra, rows)
 
-    summary: dict[str, Any] = {
-        "benchmark": "end-to-end",
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": vars(args),
-        "environment": {
-            "code": ingest.code_version(),
-            "cpus": psutil.cpu_count(),
-            "python": f"Python {platform.python_version()}",
-            "platform": platform.platform(terse=True),
-            "postgres_source": infra.postgres_source,
-            "postgres_durability": ingest.describe_durability(infra.postgres_settings),
-            "machine_busy_before_start_pct": busy_before,
-        },
+    summary = thresholds.summary_head("end-to-end", args, infra, busy_before)
+    summary |= {
         "end_to_end": e2e,
         "latency": latency,
         "consumer_lag_peak": sampler.lag,

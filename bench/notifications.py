@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import math
 import os
-import platform
 import random
 import secrets
 import subprocess
@@ -667,7 +666,7 @@ def print_queue(q: dict[str, int], deliveries: int) -> None:
 def print_summary(s: dict[str, Any]) -> None:
     env, c, bar = s["environment"], s["config"], "=" * 100
     say(f"\n{bar}\nNOTIFICATIONS BENCHMARK SUMMARY\n{bar}")
-    say(f"code         commit {env['code']}; {env['cpus']} CPUs, Python {env['python']}, {env['platform']}")
+    say(f"code         commit {env['code']}; {env['cpus']} CPUs, {env['python']}, {env['platform']}")
     say(f"PostgreSQL   {env['postgres_source']}; {env['postgres_durability']}. Kafka: Tansu (in memory)")
     d = env["dispatcher"]
     say(
@@ -755,23 +754,14 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
     say(f"warm-up: 40 events delivered end to end in {warm_s:.2f}s")
     idle = idle_cpu(service)
     settings = NotificationsSettings()
-    summary: dict[str, Any] = {
-        "benchmark": "notifications",
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": vars(args),
-        "environment": {"code": ingest.code_version(), "cpus": psutil.cpu_count(), "python": platform.python_version()},
-    }
-    summary["environment"] |= {"platform": platform.platform(terse=True), "postgres_source": infra.postgres_source}
+    summary = thresholds.summary_head("notifications", args, infra, busy_before)
     summary["environment"] |= {
-        "postgres_durability": ingest.describe_durability(infra.postgres_settings),
-        "postgres_settings": infra.postgres_settings,
         "dispatcher": {
             "max_in_flight": settings.max_in_flight,
             "max_in_flight_per_subscription": settings.max_in_flight_per_subscription,
             "dispatch_poll_seconds": settings.dispatch_poll_seconds,
             "delivery_timeout_seconds": settings.delivery_timeout_seconds,
         },
-        "machine_busy_before_start_pct": busy_before,
         "service_idle_core_share": idle,
     }
     if args.phase in ("both", "throughput"):

@@ -513,6 +513,25 @@ def print_targets(s: dict[str, Any]) -> None:
     say("=" * 100)
 
 
+def summary_head(name: str, args: argparse.Namespace, infra: Infra, busy_before: float) -> dict[str, Any]:
+    """What every benchmark's summary starts with: which, when, its options and where it ran."""
+    return {
+        "benchmark": name,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": vars(args),
+        "environment": {
+            "code": ingest.code_version(),
+            "cpus": psutil.cpu_count(),
+            "python": f"Python {platform.python_version()}",
+            "platform": platform.platform(terse=True),
+            "postgres_source": infra.postgres_source,
+            "postgres_durability": ingest.describe_durability(infra.postgres_settings),
+            "postgres_settings": infra.postgres_settings,
+            "machine_busy_before_start_pct": busy_before,
+        },
+    }
+
+
 def start_infrastructure(args: argparse.Namespace, infra: Infra, tmp: Path, cleanup: Cleanup) -> None:
     """PostgreSQL with a fresh database, every service's schema migrated, and a Tansu broker."""
     from shared.cli import SERVICES
@@ -536,22 +555,8 @@ def run(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> dict[str, Any]
     }
     say(f"Tansu on {infra.bootstrap}; " + ", ".join(f"{s.name} on {s.url}" for s in services.values()))
     ingest.run_async(ingest.wait_for_topic(infra.bootstrap, MARKS_TOPIC, 60))
-    summary: dict[str, Any] = {
-        "benchmark": "thresholds",
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": vars(args),
-        "environment": {
-            "code": ingest.code_version(),
-            "cpus": psutil.cpu_count(),
-            "python": f"Python {platform.python_version()}",
-            "platform": platform.platform(terse=True),
-            "postgres_source": infra.postgres_source,
-            "postgres_durability": ingest.describe_durability(infra.postgres_settings),
-            "postgres_settings": infra.postgres_settings,
-            "machine_busy_before_start_pct": busy_before,
-        },
-        "targets": [],  # (name, measured, pass)
-    }
+    summary = summary_head("thresholds", args, infra, busy_before)
+    summary["targets"] = []  # (name, measured, pass)
     if args.phase in ("both", "throughput"):
         summary["throughput"] = t = ingest.run_async(measure_throughput(args, infra, services))
         rate = t["marks_per_s"]
