@@ -7,6 +7,9 @@ skipped, and a crash between the two commits replays events whose effect is alre
 which the id table turns into no-ops. A handler that is idempotent by construction (its effects are
 keyed by the versions the events carry) can do without the table: `record_applied=False`.
 
+While a batch is being applied the next one is fetched and parsed, so the service's CPU work
+overlaps the database's; it is committed only after it too has been applied.
+
 A batch whose handler fails is retried event by event; an event that still fails (or cannot be
 parsed) goes to `<topic>.dlq` with the error and never blocks its partition. Infrastructure
 errors (database or broker away) are not the event's fault: the runner rewinds and retries.
@@ -22,6 +25,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -38,6 +42,14 @@ from shared.observability import CONSUMED, CONSUMER_LAG
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[AsyncSession, list[CloudEvent[Any]]], Awaitable[None]]
+
+_PARSE_SLICE = 100  # records parsed between two turns of the event loop
+
+
+@dataclass
+class _Batch:
+    records: dict[TopicPartition, list[ConsumerRecord]]
+    parsed: list[tuple[ConsumerRecord, CloudEvent[Any] | Exception]]  # in the order of `records`
 
 
 class ConsumerRunner:
@@ -124,19 +136,30 @@ class ConsumerRunner:
         producer = make_producer(self.bootstrap)
         await consumer.start()
         await producer.start()
+        ahead: asyncio.Future[_Batch] | None = None
         try:
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.batch_size)
+                batch = await (ahead or self._read(consumer))
+                ahead = None
                 if broker_lost.is_set():
                     raise BrokerConnectionLost("broker connection broke; restarting from committed offsets")
-                if not batch:
+                if not batch.records:
                     continue
+                # The next batch is fetched and parsed while this one's statements run in the
+                # database. It is not committed until applied: a restart reads it again.
+                ahead = asyncio.ensure_future(self._read(consumer))
                 # A transient failure escapes to run(), which restarts the consumer from the
                 # last committed offsets: the batch is read again, nothing is skipped.
                 await self._process(batch, producer)
-                await self._commit(consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()}, broker_lost)
-                await self._report_lag(consumer, batch)
+                offsets = {tp: records[-1].offset + 1 for tp, records in batch.records.items()}
+                await self._commit(consumer, offsets, broker_lost)
+                await self._report_lag(consumer, batch.records)
         finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.wait([ahead])
+                if not ahead.cancelled():
+                    ahead.exception()  # retrieved: the consumer is stopping or restarting anyway
             _forget_lag(self.name, consumer.assignment())
             with contextlib.suppress(Exception):
                 await producer.stop()
@@ -163,14 +186,29 @@ class ConsumerRunner:
             raise BrokerConnectionLost("broker connection broke during the offset commit")
         commit.result()
 
-    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord]], producer) -> None:
-        events: list[tuple[ConsumerRecord, CloudEvent[Any]]] = []
-        for records in batch.values():
-            for record in records:
+    async def _read(self, consumer: AIOKafkaConsumer) -> _Batch:
+        """The next batch, each record parsed (or the error that makes it unreadable). Parsing
+        gives way to the event loop every few records, so the batch being applied meanwhile is
+        not held up when its database answers."""
+        records = await consumer.getmany(timeout_ms=self.batch_timeout_ms, max_records=self.batch_size)
+        parsed: list[tuple[ConsumerRecord, CloudEvent[Any] | Exception]] = []
+        for partition_records in records.values():
+            for record in partition_records:
                 try:
-                    events.append((record, parse_event(record.value)))
+                    parsed.append((record, parse_event(record.value)))
                 except Exception as exc:
-                    await self._dead_letter(producer, record, exc)
+                    parsed.append((record, exc))
+                if len(parsed) % _PARSE_SLICE == 0:
+                    await asyncio.sleep(0)
+        return _Batch(records, parsed)
+
+    async def _process(self, batch: _Batch, producer) -> None:
+        events: list[tuple[ConsumerRecord, CloudEvent[Any]]] = []
+        for record, outcome in batch.parsed:
+            if isinstance(outcome, Exception):
+                await self._dead_letter(producer, record, outcome)
+            else:
+                events.append((record, outcome))
         if not events:
             return
         try:
