@@ -7,12 +7,14 @@ addresses or free-text notes.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import uuid
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MARKS_TOPIC = "attendance.marks.v1"
 REGISTERS_TOPIC = "attendance.registers.v1"
@@ -479,8 +481,21 @@ EVENT_TYPES: dict[str, type[EventData]] = {
 }
 
 
+_TYPE_FIELD = re.compile(rb'"type":\s*"([a-z.]+)"')
+
+
 def parse_event(raw: bytes | str) -> CloudEvent[Any]:
     """Parse a CloudEvent from the wire, validating `data` with the model its type names."""
+    if isinstance(raw, bytes) and (found := _TYPE_FIELD.search(raw)):
+        # Fast path: the first "type" in the text is usually the envelope's (ours always is);
+        # pydantic then parses and validates the JSON in one pass. If the guess was another
+        # field's, the envelope read says so and the general path below decides.
+        model = EVENT_TYPES.get(found.group(1).decode())
+        if model is not None:
+            with contextlib.suppress(ValidationError):
+                event = _ENVELOPES[model].model_validate_json(raw)
+                if event.type == model.event_type:
+                    return event
     document = orjson.loads(raw)
     if not isinstance(document, dict):
         raise ValueError("a CloudEvent must be a JSON object")

@@ -69,3 +69,17 @@ def test_parse_rejects_unknown_types_and_non_objects():
         parse_event(b'{"type": "attendance.nothing"}')
     with pytest.raises(ValueError, match="JSON object"):
         parse_event(b"[1, 2]")
+
+
+def test_parse_reads_the_envelope_type_whatever_comes_first_in_the_text():
+    """The parser guesses the model from the first "type" in the text; a guess that names another
+    field's value, or another event type, must still give the envelope's own type and data."""
+    event = orjson.loads(EventEncoder("registers", datetime.now(UTC)).encode(MarkAmended, AMENDED))
+    for decoy in ("attendance.mark.recorded", "attendance.register.taken", "not.an.event"):
+        reordered = {"extensions": {"type": decoy}, **event}  # an unknown top-level field comes first
+        parsed = parse_event(orjson.dumps(reordered))
+        assert parsed.type == "attendance.mark.amended" and isinstance(parsed.data, MarkAmended)
+    spaced = orjson.dumps(event).replace(b'"type":', b'"type" :  ')
+    assert parse_event(spaced).data == MarkAmended(**AMENDED)
+    as_text = orjson.dumps(event).decode()
+    assert parse_event(as_text).data == MarkAmended(**AMENDED)
