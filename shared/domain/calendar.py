@@ -6,7 +6,7 @@ or closure. Windows such as "10 school weeks" may span terms and academic years.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import lru_cache
 from typing import Any
@@ -72,6 +72,9 @@ class SchoolCalendar:
     terms: tuple[Term, ...] = ()
     inset_days: frozenset[date] = frozenset()
     closures: frozenset[date] = frozenset()
+    # The calendar never changes, so what it answered once holds: windows are counted back
+    # from the same few days for every pupil of a school.
+    _answers: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.terms, key=lambda term: term.start))
@@ -86,6 +89,12 @@ class SchoolCalendar:
 
     def is_school_day(self, d: date) -> bool:
         """Whether pupils are expected in school on `d`."""
+        answer = self._answers.get(d)
+        if answer is None:
+            answer = self._answers[d] = self._is_school_day(d)
+        return answer
+
+    def _is_school_day(self, d: date) -> bool:
         if d.weekday() >= 5:
             return False
         if self.terms and not any(term.start <= d <= term.end for term in self.terms):
@@ -142,14 +151,18 @@ class SchoolCalendar:
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        days: list[date] = []
-        if n and self.is_school_day(d):
-            days.append(d)
-        while len(days) < n:
-            d = self._step(d, -1)
-            days.append(d)
-        days.reverse()
-        return days
+        key = (d, n)
+        days = self._answers.get(key)
+        if days is None:
+            days = []
+            if n and self.is_school_day(d):
+                days.append(d)
+            while len(days) < n:
+                d = self._step(d, -1)  # raises when the calendar runs out: not remembered
+                days.append(d)
+            days.reverse()
+            self._answers[key] = days
+        return list(days)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SchoolCalendar":

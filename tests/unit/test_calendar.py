@@ -322,3 +322,18 @@ def test_from_dict_defaults_to_empty_calendar() -> None:
 def test_from_dict_rejects_invalid_data(data: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SchoolCalendar.from_dict(data)
+
+
+def test_remembered_answers_are_the_computed_ones_and_cannot_be_changed_by_a_caller() -> None:
+    """A calendar remembers what it answered; a caller changing a returned window must not
+    change the next answer, and a fresh calendar must answer the same."""
+    remembering = SchoolCalendar(terms=TERMS, inset_days=INSET, closures=CLOSURES)
+    first = remembering.previous_school_days(D("2026-01-09"), 15)
+    first.clear()
+    again = remembering.previous_school_days(D("2026-01-09"), 15)
+    fresh = SchoolCalendar(terms=TERMS, inset_days=INSET, closures=CLOSURES)
+    assert again == fresh.previous_school_days(D("2026-01-09"), 15) and len(again) == 15
+    assert again[0] == D("2025-12-05")  # back across the INSET day of 5 January and the Christmas holiday
+    assert remembering == fresh and hash(remembering) == hash(fresh)  # what it remembers is not state
+    with pytest.raises(ValueError):  # running out of calendar is an error every time, not remembered
+        SchoolCalendar(terms=TERMS).previous_school_days(D("2025-06-03"), 10)
