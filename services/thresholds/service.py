@@ -158,12 +158,13 @@ async def apply_marks(
     evaluate: bool = True,
 ) -> None:
     conn = await raw_connection(session)
+    schools = dict.fromkeys((m.urn, m.la_code) for m in marks)  # a few schools, many marks each
     await conn.execute(
         f"INSERT INTO {SCHEMA}.schools (urn, la_code, calendar) "
-        "SELECT DISTINCT u.urn, u.la_code, '{}'::jsonb FROM unnest($1::text[], $2::text[]) AS u(urn, la_code) "
+        "SELECT u.urn, u.la_code, '{}'::jsonb FROM unnest($1::text[], $2::text[]) AS u(urn, la_code) "
         "ON CONFLICT (urn) DO NOTHING",
-        [m.urn for m in marks],
-        [m.la_code for m in marks],
+        [urn for urn, _ in schools],
+        [la_code for _, la_code in schools],
     )
     incoming: dict[SessionKey, MarkRecorded | MarkAmended] = {}
     for mark in marks:
@@ -281,21 +282,42 @@ class _SchoolContext:
     rules: Rules
 
 
+_CONTEXTS_SQL = f"""
+SELECT s.urn, s.la_code, s.calendar::text AS calendar, coalesce(p.version, 0) AS policy_version,
+       p.document::text AS policy
+FROM {SCHEMA}.schools s
+LEFT JOIN LATERAL (SELECT version, document FROM {SCHEMA}.policies
+                   WHERE la_code = s.la_code ORDER BY version DESC LIMIT 1) p ON true
+WHERE s.urn = ANY($1::text[])
+"""
+
+
 async def _school_contexts(session: AsyncSession, urns: set[str]) -> dict[str, _SchoolContext]:
+    """Each school's LA, calendar and rules as they now stand. Calendars and policies are parsed
+    once per distinct text and kept (`_calendar`, `_rules`): every batch names the same schools,
+    and a kept calendar remembers the school days it has counted."""
     conn = await raw_connection(session)
-    rows = await conn.fetch(
-        f"SELECT urn, la_code, calendar FROM {SCHEMA}.schools WHERE urn = ANY($1::text[])", list(urns)
-    )
-    policies: dict[str, tuple[int, PolicyDocument]] = {}
     contexts = {}
-    for row in rows:
-        la_code = row["la_code"]
-        if la_code not in policies:
-            policies[la_code] = await current_policy(session, la_code)
-        version, document = policies[la_code]
-        calendar = SchoolCalendar.from_dict(row["calendar"])  # jsonb arrives decoded
-        contexts[row["urn"]] = _SchoolContext(la_code, calendar, version, document.rules_for_school(row["urn"]))
+    for row in await conn.fetch(_CONTEXTS_SQL, list(urns)):
+        rules = _rules(row["policy"], row["urn"])
+        contexts[row["urn"]] = _SchoolContext(row["la_code"], _calendar(row["calendar"]), row["policy_version"], rules)
     return contexts
+
+
+@functools.lru_cache(maxsize=4096)
+def _calendar(text: str) -> SchoolCalendar:
+    return SchoolCalendar.from_dict(orjson.loads(text))
+
+
+@functools.lru_cache(maxsize=4096)
+def _rules(policy: str | None, urn: str) -> Rules:
+    """The rules for a school under a policy document (None: the national default)."""
+    return (_policy(policy) if policy else NATIONAL_PRESET).rules_for_school(urn)
+
+
+@functools.lru_cache(maxsize=256)
+def _policy(text: str) -> PolicyDocument:
+    return PolicyDocument.model_validate_json(text)
 
 
 def _may_fire(rules: Rules, this_year: Any, earlier: Any) -> bool:
@@ -346,7 +368,9 @@ async def evaluate_pupils(
     for row in totals_rows:
         by_pupil[(row["urn"], row["upn"])].append(row)
     active_rows = await conn.fetch(
-        f"SELECT a.* FROM unnest($1::text[], $2::text[]) AS p(urn, upn) "
+        # Not the evidence (figures, sessions): large, and not needed to decide what ends.
+        f"SELECT a.id, a.urn, a.upn, a.rule_id, a.step, a.policy_version, a.window_to "
+        f"FROM unnest($1::text[], $2::text[]) AS p(urn, upn) "
         f"JOIN {SCHEMA}.alerts a USING (urn, upn) WHERE a.status = 'raised'",
         [p[0] for p in pupil_list],
         [p[1] for p in pupil_list],
@@ -384,50 +408,74 @@ async def evaluate_pupils(
         for pupil, fired in firings.items()
     }
     held_then = {} if policy_changed else await _held_when_raised(conn, contexts, ending)
-    now = datetime.now(UTC)
-    messages: list[tuple[str, bytes]] = []
-    encoder = EventEncoder(SOURCE, now)
+    clears: list[tuple[Pupil, Any, str]] = []  # (pupil, alert row, reason)
+    raises: list[tuple[Pupil, Firing]] = []
     for pupil in candidates:
-        urn, upn = pupil
-        context = contexts[urn]
         fired = {(f.rule_id, f.step): f for f in firings.get(pupil, [])}
         held = active.get(pupil, {})
         for key, row in held.items():
-            if key in fired:
-                continue
-            reason = "condition_ended" if row["id"] in held_then else "retracted"
-            reason = "policy_changed" if policy_changed else reason
-            await conn.execute(
-                f"UPDATE {SCHEMA}.alerts SET status = $2, cleared_at = $3, clear_reason = $4 WHERE id = $1",
-                row["id"],
-                "retracted" if reason == "retracted" else "cleared",
-                now,
-                reason,
-            )
+            if key not in fired:
+                reason = "condition_ended" if row["id"] in held_then else "retracted"
+                clears.append((pupil, row, "policy_changed" if policy_changed else reason))
+        raises.extend((pupil, firing) for key, firing in fired.items() if key not in held)
+    if clears or raises:
+        await _write_alerts(session, settings, contexts, clears, raises)
+
+
+async def _write_alerts(
+    session: AsyncSession,
+    settings: ThresholdsSettings,
+    contexts: dict[str, _SchoolContext],
+    clears: list[tuple[Pupil, Any, str]],
+    raises: list[tuple[Pupil, Firing]],
+) -> None:
+    """End and raise alerts, one statement each way, and publish them: clears first, so a
+    subscriber never sees two raised alerts for one rule and step."""
+    conn = await raw_connection(session)
+    now = datetime.now(UTC)
+    encoder = EventEncoder(SOURCE, now)
+    messages: list[tuple[str, bytes]] = []
+    if clears:
+        await conn.execute(
+            f"UPDATE {SCHEMA}.alerts a SET status = c.status, cleared_at = $3, clear_reason = c.reason "
+            "FROM unnest($1::bigint[], $2::text[], $4::text[]) AS c(id, reason, status) WHERE a.id = c.id",
+            [row["id"] for _, row, _ in clears],
+            [reason for _, _, reason in clears],
+            now,
+            ["retracted" if reason == "retracted" else "cleared" for _, _, reason in clears],
+        )
+        for (urn, upn), row, reason in clears:
             fields = _alert_fields(
-                settings, row["id"], urn, context.la_code, upn, row["rule_id"], row["step"], row["policy_version"]
+                settings, row["id"], urn, contexts[urn].la_code, upn, row["rule_id"], row["step"], row["policy_version"]
             )
             messages.append((upn, encoder.encode(AlertCleared, {**fields, "reason": reason}, subject=upn)))
-        for key, firing in fired.items():
-            if key in held:
-                continue
-            sessions = [f"{s.date.isoformat()} {s.session} {s.code}" for s in firing.sessions]
-            alert_id = await conn.fetchval(
-                f"INSERT INTO {SCHEMA}.alerts (urn, la_code, upn, rule_id, step, status, policy_version, figures, "
-                "window_from, window_to, sessions, raised_at) "
-                "VALUES ($1, $2, $3, $4, $5, 'raised', $6, $7::jsonb, $8, $9, $10::jsonb, $11) RETURNING id",
-                urn,
-                context.la_code,
-                upn,
-                firing.rule_id,
-                firing.step,
-                context.policy_version,
-                orjson.dumps(firing.figures).decode(),
-                firing.window_from,
-                firing.window_to,
-                orjson.dumps(sessions).decode(),
-                now,
-            )
+    if raises:
+        evidence = [[f"{s.date.isoformat()} {s.session} {s.code}" for s in firing.sessions] for _, firing in raises]
+        rows = await conn.fetch(
+            f"INSERT INTO {SCHEMA}.alerts (urn, la_code, upn, rule_id, step, status, policy_version, figures, "
+            "window_from, window_to, sessions, raised_at) "
+            "SELECT urn, la_code, upn, rule_id, step, 'raised', policy_version, figures, window_from, window_to, "
+            "sessions, $11 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], "
+            "$7::jsonb[], $8::date[], $9::date[], $10::jsonb[]) AS r(urn, la_code, upn, rule_id, step, "
+            "policy_version, figures, window_from, window_to, sessions) "
+            "RETURNING id, urn, upn, rule_id, step",
+            [urn for (urn, _), _ in raises],
+            [contexts[urn].la_code for (urn, _), _ in raises],
+            [upn for (_, upn), _ in raises],
+            [firing.rule_id for _, firing in raises],
+            [firing.step for _, firing in raises],
+            [contexts[urn].policy_version for (urn, _), _ in raises],
+            [orjson.dumps(firing.figures).decode() for _, firing in raises],
+            [firing.window_from for _, firing in raises],
+            [firing.window_to for _, firing in raises],
+            [orjson.dumps(sessions).decode() for sessions in evidence],
+            now,
+        )
+        # One raised alert per pupil, rule and step (ux_alerts_active) names each new row.
+        ids = {(r["urn"], r["upn"], r["rule_id"], r["step"]): r["id"] for r in rows}
+        for ((urn, upn), firing), sessions in zip(raises, evidence, strict=True):
+            context = contexts[urn]
+            alert_id = ids[(urn, upn, firing.rule_id, firing.step)]
             fields = _alert_fields(
                 settings, alert_id, urn, context.la_code, upn, firing.rule_id, firing.step, context.policy_version
             )
@@ -435,8 +483,7 @@ async def evaluate_pupils(
                 figures=firing.figures, window_from=firing.window_from, window_to=firing.window_to, sessions=sessions
             )
             messages.append((upn, encoder.encode(AlertRaised, fields, subject=upn)))
-    if messages:
-        await outbox.enqueue(session, SCHEMA, ALERTS_TOPIC, messages)
+    await outbox.enqueue(session, SCHEMA, ALERTS_TOPIC, messages)
 
 
 async def known_pupils(session: AsyncSession, la_code: str | None = None) -> set[Pupil]:
