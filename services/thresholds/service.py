@@ -114,9 +114,11 @@ async def handle_events(
     """Consumer handler for `attendance.marks.v1` and `attendance.registers.v1`. In a replay the
     state is rebuilt without evaluating: the rebuild evaluates every pupil once at the end."""
     await lock_state(session, exclusive=replay)
-    marks = [e.data for e in events if isinstance(e.data, MarkRecorded | MarkAmended)]
-    schools = [e.data for e in events if isinstance(e.data, SchoolUpdated)]
-    purges = [e.data for e in events if isinstance(e.data, MarksPurged)]
+    by_type: dict[type, list[Any]] = defaultdict(list)
+    for event in events:  # by exact type: isinstance on a pydantic model goes through ABCMeta, slowly
+        by_type[type(event.data)].append(event.data)
+    marks = by_type[MarkRecorded] + by_type[MarkAmended]
+    schools, purges = by_type[SchoolUpdated], by_type[MarksPurged]
     if schools:
         await _store_schools(session, schools)
     if marks:
