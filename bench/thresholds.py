@@ -295,7 +295,15 @@ class Posted:
 async def post_register(client: httpx.AsyncClient, token: str, urn: str, body: dict[str, Any], into: Posted) -> bool:
     headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4())}
     started = time.perf_counter()
-    response = await client.post(f"/v1/schools/{urn}/registers", json=body, headers=headers)
+    for attempt in range(3):
+        try:
+            response = await client.post(f"/v1/schools/{urn}/registers", json=body, headers=headers)
+            break
+        except httpx.TransportError:
+            # A keep-alive connection the server closed as it was reused: sent again, as an MIS
+            # would, under the same Idempotency-Key, so a register that did land is not doubled.
+            if attempt == 2:
+                raise
     into.latencies.append(time.perf_counter() - started)
     if response.status_code != 201:
         into.errors.append(f"{urn} {body['date']} {body['session']}: {response.status_code} {response.text[:200]}")
