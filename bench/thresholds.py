@@ -69,12 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pupils", type=int, default=125, help="throughput: pupils per school")
     p.add_argument("--sessions", type=int, default=40, help="throughput: sessions per pupil (marks = the product)")
     p.add_argument("--apply-timeout", type=float, default=600.0, help="seconds to wait for the consumer")
-    p.add_argument("--background-rate", type=int, default=5000, help="latency: background marks/s posted")
-    p.add_argument("--register-size", type=int, default=1000, help="latency: marks per background register")
-    p.add_argument("--history", type=int, default=20, help="latency: sessions per background school posted first")
-    p.add_argument("--seconds", type=float, default=30.0, help="latency: how long probes are sent")
-    p.add_argument("--probe-interval", type=float, default=0.5, help="latency: seconds between probes")
-    p.add_argument("--probe-timeout", type=float, default=30.0, help="latency: give up on one probe after this")
+    add_latency_arguments(p)
     p.add_argument("--workers", type=int, default=1, help="thresholds processes (uvicorn workers), one consumer each")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--fast-embedded", action="store_true", help="embedded PostgreSQL only: fsync off")
@@ -87,6 +82,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not least <= getattr(args, name) <= most:
             p.error(f"--{name.replace('_', '-')} must be from {least} to {most}")
     return args
+
+
+def add_latency_arguments(p: argparse.ArgumentParser) -> None:
+    """The latency phase's options, shared with bench/end_to_end.py."""
+    p.add_argument("--background-rate", type=int, default=5000, help="latency: background marks/s posted")
+    p.add_argument("--register-size", type=int, default=1000, help="latency: marks per background register")
+    p.add_argument("--history", type=int, default=20, help="latency: sessions per background school posted first")
+    p.add_argument("--seconds", type=float, default=30.0, help="latency: how long probes are sent")
+    p.add_argument("--probe-interval", type=float, default=0.5, help="latency: seconds between probes")
+    p.add_argument("--probe-timeout", type=float, default=30.0, help="latency: give up on one probe after this")
 
 
 # ---------------------------------------------------------------- workload
